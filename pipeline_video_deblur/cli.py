@@ -1,0 +1,200 @@
+"""`video-deblur`: run, eval, synth, convert and push from the command line.
+
+Every subcommand reports bad input as one line on stderr and a non-zero exit, with no traceback and no
+partial output (set VIDEO_DEBLUR_DEBUG=1 to see the traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+
+def _positive_int(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}")
+    return number
+
+
+def _non_negative_int(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {value!r}") from None
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {value!r}")
+    return number
+
+
+def _positive_float(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {value!r}") from None
+    if not number > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {value!r}")
+    return number
+
+
+def add_model_args(parser: argparse.ArgumentParser) -> None:
+    """Options shared by every subcommand that runs the pipeline."""
+    parser.add_argument(
+        "--model", default="default", help="pipeline folder or Hub id; 'default' is the embedded default model"
+    )
+    parser.add_argument("--steps", type=_positive_int, default=50, help="denoising steps (default 50)")
+    parser.add_argument("--guidance-scale", type=_positive_float, default=2.0, help="CFG scale; <= 1 disables CFG")
+    parser.add_argument("--strength", type=_positive_float, default=1.0, help="(0, 1]; < 1 starts from the input")
+    parser.add_argument("--num-frames", type=_positive_int, default=16, help="frames per temporal window")
+    parser.add_argument("--frame-overlap", type=_non_negative_int, default=4, help="frames shared by windows")
+    parser.add_argument("--tile-size", type=_positive_int, default=None, help="spatial tile side in pixels")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: cuda if available)")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
+
+
+def load_pipeline(model: str, device: str | None = None, dtype: str = "float32"):
+    """Load `model` ('default', a folder or a Hub id) with a clear error when it is not a pipeline."""
+    import torch
+
+    from .pipeline_video_deblur import VideoDeblurPipeline
+
+    torch_dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[dtype]
+    if model == "default":
+        pipe = VideoDeblurPipeline.from_default(torch_dtype=torch_dtype)
+    else:
+        if os.path.exists(model):
+            if not os.path.isdir(model):
+                raise ValueError(f"--model {model!r} is a file; expected a pipeline folder with model_index.json")
+            missing = [
+                name
+                for name in ("model_index.json", "unet", "vae", "image_encoder", "blur_encoder", "scheduler")
+                if not os.path.exists(os.path.join(model, name))
+            ]
+            if missing:
+                raise ValueError(f"--model {model!r} is not a VideoDeblurPipeline folder: missing {', '.join(missing)}")
+        elif model.startswith((".", "/", "~")) or model.count("/") != 1:
+            raise ValueError(f"--model {model!r} does not exist (expected a folder, a Hub id user/name, or 'default')")
+        pipe = VideoDeblurPipeline.from_pretrained(model, torch_dtype=torch_dtype)
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    return pipe.to(device)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# run
+
+
+def add_run_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("input", help="a video file (anything PyAV reads) or a folder of frames (png/jpg)")
+    parser.add_argument("-o", "--output", required=True, help="an .mp4 (or other video) file, or a folder for PNGs")
+    add_model_args(parser)
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
+
+
+def run_run(args: argparse.Namespace) -> int:
+    import numpy as np
+    import torch
+
+    from .data.video_io import is_video_file, read_video, write_video
+
+    source, target = os.path.abspath(args.input), os.path.abspath(args.output)
+    if not os.path.exists(source):
+        raise ValueError(f"input {args.input!r} does not exist")
+    if source == target:
+        raise ValueError(f"output {args.output!r} is the input; choose another path")
+    if os.path.exists(target) and not args.overwrite:
+        raise ValueError(f"output {args.output!r} exists; pass --overwrite to replace it")
+    if os.path.isdir(source) and os.path.commonpath([source, target]) == source:
+        raise ValueError(f"output {args.output!r} is inside the input folder {args.input!r}; choose another path")
+    if args.frame_overlap >= args.num_frames:
+        raise ValueError(f"--frame-overlap must be smaller than --num-frames={args.num_frames}, got {args.frame_overlap}")
+    if args.strength > 1:
+        raise ValueError(f"--strength must be in (0, 1], got {args.strength}")
+
+    clip = read_video(source)
+    pipe = load_pipeline(args.model, args.device, args.dtype)
+    started = time.perf_counter()
+    generator = torch.Generator(device="cpu").manual_seed(args.seed)
+    frames = pipe(
+        clip.frames,
+        num_inference_steps=args.steps,
+        guidance_scale=args.guidance_scale,
+        strength=args.strength,
+        num_frames=args.num_frames,
+        frame_overlap=args.frame_overlap,
+        tile_size=args.tile_size,
+        generator=generator,
+        output_type="np",
+    ).frames[0]
+    frames = (frames * 255).round().astype(np.uint8)
+    names = clip.names if not is_video_file(target) else None
+    write_video(frames, target, fps=clip.fps, names=names, overwrite=args.overwrite)
+    elapsed = time.perf_counter() - started
+    print(f"wrote {len(frames)} frames of {frames.shape[2]}x{frames.shape[1]} to {args.output} in {elapsed:.1f} s")
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="video-deblur", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="deblur a video file or a folder of frames")
+    add_run_args(run)
+    run.set_defaults(handler=run_run)
+
+    from .data.synthetic import add_synth_args, run_synth
+
+    synth = sub.add_parser("synth", help="write synthetic GoPro-layout blurred/sharp data")
+    add_synth_args(synth)
+    synth.set_defaults(handler=run_synth)
+
+    from .metrics.evaluate import add_eval_args, run_eval
+
+    evaluate = sub.add_parser("eval", help="score a model or a baseline on GoPro or DVD")
+    add_eval_args(evaluate)
+    evaluate.set_defaults(handler=run_eval)
+
+    from .convert import add_convert_args, run_convert
+
+    convert = sub.add_parser("convert", help="T2V + CLIP checkpoints -> a pipeline folder ready for stage 1")
+    add_convert_args(convert)
+    convert.set_defaults(handler=run_convert)
+
+    import importlib.util
+
+    if importlib.util.find_spec(f"{__package__}.hub") is not None:
+        from .hub import add_push_args, run_push
+
+        push = sub.add_parser("push", help="write a model card and upload a pipeline folder to the Hub")
+        add_push_args(push)
+        push.set_defaults(handler=run_push)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.handler(args) or 0)
+    except KeyboardInterrupt:
+        print("video-deblur: interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, OSError, RuntimeError) as error:
+        if os.environ.get("VIDEO_DEBLUR_DEBUG"):
+            raise
+        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        print(f"video-deblur {args.command}: error: {message}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

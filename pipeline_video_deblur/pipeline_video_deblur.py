@@ -1,0 +1,483 @@
+"""`VideoDeblurPipeline`: a latent video diffusion model that turns a blurred clip into a sharp one.
+
+The blurred clip conditions the model twice (DESIGN 2.1-2.2): its VAE latents are concatenated with the
+noisy latents on the channel axis, and the centre frame of each temporal window is embedded by two CLIP image
+encoders (`image_encoder`, frozen, and `blur_encoder`, trained on blurred frames) whose projected embeddings
+are the UNet's two cross-attention tokens. Sampling is DDIM with classifier-free guidance on those tokens.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import PIL.Image
+import torch
+import torch.nn.functional as F
+from diffusers import DiffusionPipeline
+from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
+from diffusers.schedulers import KarrasDiffusionSchedulers  # noqa: F401  (documents what `scheduler` may be)
+from diffusers.utils import logging
+from diffusers.utils.torch_utils import randn_tensor
+from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
+
+from .pipeline_output import VideoDeblurPipelineOutput
+from .windows import WindowPlan
+
+logger = logging.get_logger(__name__)
+
+DEFAULT_MODEL_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "default_model")
+
+EXAMPLE_DOC_STRING = """
+    Examples:
+        ```py
+        >>> from pipeline_video_deblur import VideoDeblurPipeline
+        >>> from pipeline_video_deblur.data import read_video, write_video
+
+        >>> pipe = VideoDeblurPipeline.from_default()  # or .from_pretrained("path/or/user-repo")
+        >>> clip = read_video("blurred.mp4")
+        >>> frames = pipe(clip.frames, num_inference_steps=50, output_type="np").frames[0]
+        >>> write_video((frames * 255).round().astype("uint8"), "sharp.mp4", fps=clip.fps)
+        ```
+"""
+
+
+class VideoDeblurPipeline(DiffusionPipeline):
+    r"""
+    Pipeline for video deblurring with a latent video diffusion model.
+
+    Args:
+        vae ([`AutoencoderKL`] or any model with the same `encode` / `decode` / `config.scaling_factor`):
+            Encodes frames to latents and decodes them back, one frame at a time.
+        unet ([`VideoDeblurUNet3DModel`]):
+            3D UNet taking the noisy latents concatenated with the blurred latents (`in_channels` = 2 x latent
+            channels) and two image tokens as cross-attention context.
+        image_encoder ([`CLIPVisionModelWithProjection`]):
+            The pretrained CLIP image encoder (frozen in training).
+        blur_encoder ([`CLIPVisionModelWithProjection`]):
+            A second CLIP image encoder, initialised as a copy of `image_encoder`, trained to embed blurred frames.
+        feature_extractor ([`CLIPImageProcessor`]):
+            Gives the normalisation (mean, std) of the image encoders' inputs.
+        scheduler ([`SchedulerMixin`]):
+            Any diffusers scheduler; [`DDIMScheduler`] with v-prediction by default.
+        residual (`bool`, defaults to `False`):
+            If true, the model generates sharp latents minus blurred latents (DESIGN 2.8) and the pipeline adds the
+            blurred latents back before decoding.
+    """
+
+    model_cpu_offload_seq = "image_encoder->blur_encoder->unet->vae"
+    _callback_tensor_inputs = ["latents"]
+
+    def __init__(
+        self,
+        vae,
+        unet,
+        image_encoder: CLIPVisionModelWithProjection,
+        blur_encoder: CLIPVisionModelWithProjection,
+        feature_extractor: CLIPImageProcessor,
+        scheduler,
+        residual: bool = False,
+    ):
+        super().__init__()
+        self.register_modules(
+            vae=vae,
+            unet=unet,
+            image_encoder=image_encoder,
+            blur_encoder=blur_encoder,
+            feature_extractor=feature_extractor,
+            scheduler=scheduler,
+        )
+        self.register_to_config(residual=residual)
+
+    # ------------------------------------------------------------------------------------------------------------
+    # Loading
+
+    @classmethod
+    def from_default(cls, **kwargs) -> VideoDeblurPipeline:
+        """Load the small default model embedded in the package (no download). `kwargs` go to `from_pretrained`."""
+        if not os.path.isfile(os.path.join(DEFAULT_MODEL_PATH, "model_index.json")):
+            raise FileNotFoundError(
+                f"the embedded default model is missing from {DEFAULT_MODEL_PATH} (no model_index.json); "
+                "reinstall the package or pass a model folder to `from_pretrained`"
+            )
+        return cls.from_pretrained(DEFAULT_MODEL_PATH, **kwargs)
+
+    # ------------------------------------------------------------------------------------------------------------
+    # Sizes
+
+    @property
+    def vae_scale_factor(self) -> int:
+        """How many pixels one latent covers along each side."""
+        config = self.vae.config
+        if hasattr(config, "block_out_channels"):
+            return 2 ** (len(config.block_out_channels) - 1)
+        return int(config.factor)
+
+    @property
+    def size_multiple(self) -> int:
+        """Frame sides are padded to a multiple of this: the VAE's factor times the UNet's."""
+        return self.vae_scale_factor * 2 ** (len(self.unet.config.block_out_channels) - 1)
+
+    @property
+    def default_tile_size(self) -> int | None:
+        """The UNet's training size in pixels (`unet.config.sample_size`), or `None` (no tiling) if unknown."""
+        sample_size = self.unet.config.sample_size
+        if sample_size is None:
+            return None
+        if isinstance(sample_size, (list, tuple)):
+            sample_size = min(sample_size)
+        return int(sample_size) * self.vae_scale_factor
+
+    @property
+    def guidance_scale(self) -> float:
+        return self._guidance_scale
+
+    @property
+    def do_classifier_free_guidance(self) -> bool:
+        return self._guidance_scale > 1
+
+    @property
+    def num_timesteps(self) -> int:
+        return self._num_timesteps
+
+    @property
+    def interrupt(self) -> bool:
+        return self._interrupt
+
+    # ------------------------------------------------------------------------------------------------------------
+    # Lifecycle steps
+
+    def check_inputs(
+        self,
+        video,
+        num_inference_steps: int,
+        strength: float,
+        num_frames: int,
+        frame_overlap: int,
+        tile_size: int | None,
+        tile_overlap: int | None,
+        output_type: str,
+        callback_on_step_end_tensor_inputs: list[str] | None,
+    ) -> torch.Tensor:
+        """Validate the options and return the clip as a float tensor (F, 3, H, W) in [0, 1]."""
+        if not isinstance(num_inference_steps, int) or num_inference_steps < 1:
+            raise ValueError(f"`num_inference_steps` must be a positive integer, got {num_inference_steps!r}")
+        if not 0 < strength <= 1:
+            raise ValueError(f"`strength` must be in (0, 1], got {strength!r}")
+        if not isinstance(num_frames, int) or num_frames < 1:
+            raise ValueError(f"`num_frames` must be a positive integer, got {num_frames!r}")
+        if not isinstance(frame_overlap, int) or not 0 <= frame_overlap < num_frames:
+            raise ValueError(f"`frame_overlap` must be an integer in [0, num_frames={num_frames}), got {frame_overlap!r}")
+        multiple = self.size_multiple
+        if tile_size is not None:
+            if not isinstance(tile_size, int) or tile_size < multiple or tile_size % multiple:
+                raise ValueError(f"`tile_size` must be a positive multiple of {multiple} pixels, got {tile_size!r}")
+            if tile_overlap is not None and not 0 <= tile_overlap < tile_size:
+                raise ValueError(f"`tile_overlap` must be in [0, tile_size={tile_size}), got {tile_overlap!r}")
+        if output_type not in ("pil", "np", "pt", "latent"):
+            raise ValueError(f"`output_type` must be one of 'pil', 'np', 'pt', 'latent', got {output_type!r}")
+        if callback_on_step_end_tensor_inputs is not None:
+            unknown = [k for k in callback_on_step_end_tensor_inputs if k not in self._callback_tensor_inputs]
+            if unknown:
+                raise ValueError(
+                    f"`callback_on_step_end_tensor_inputs` has {unknown}, expected a subset of {self._callback_tensor_inputs}"
+                )
+        return self.video_to_tensor(video)
+
+    @staticmethod
+    def video_to_tensor(video) -> torch.Tensor:
+        """A list of PIL images, a uint8 or float array (F, H, W, 3) or a tensor (F, 3, H, W) in [0, 1] ->
+        a float32 tensor (F, 3, H, W) in [0, 1]. Grayscale and RGBA images are converted to RGB."""
+        if isinstance(video, PIL.Image.Image):
+            video = [video]
+        if isinstance(video, (list, tuple)):
+            if len(video) == 0:
+                raise ValueError("`video` is an empty list; expected at least one frame")
+            if not all(isinstance(f, PIL.Image.Image) for f in video):
+                kinds = sorted({type(f).__name__ for f in video})
+                raise ValueError(f"`video` as a list must hold PIL images, got {kinds}")
+            sizes = {f.size for f in video}
+            if len(sizes) > 1:
+                raise ValueError(f"all frames must have the same size, got sizes (W, H) {sorted(sizes)}")
+            video = np.stack([np.asarray(f.convert("RGB")) for f in video])
+        if isinstance(video, np.ndarray):
+            if video.ndim != 4 or video.shape[-1] not in (1, 3, 4):
+                raise ValueError(f"`video` as an array must be (F, H, W, 3), got shape {video.shape}")
+            if video.dtype == np.uint8:
+                video = video.astype(np.float32) / 255.0
+            elif np.issubdtype(video.dtype, np.floating):
+                video = video.astype(np.float32)
+            else:
+                raise ValueError(f"`video` as an array must be uint8 or float, got dtype {video.dtype}")
+            video = torch.from_numpy(video).permute(0, 3, 1, 2)  # (F, H, W, C) -> (F, C, H, W)
+        if not isinstance(video, torch.Tensor):
+            raise ValueError(
+                f"`video` must be a list of PIL images, an array (F, H, W, 3) or a tensor (F, 3, H, W), got {type(video)}"
+            )
+        if video.ndim != 4 or video.shape[1] not in (1, 3, 4):
+            raise ValueError(f"`video` as a tensor must be (F, 3, H, W), got shape {tuple(video.shape)}")
+        if video.shape[0] == 0:
+            raise ValueError("`video` has no frames")
+        video = video.float()
+        if video.shape[1] == 1:
+            video = video.expand(-1, 3, -1, -1)
+        elif video.shape[1] == 4:
+            video = video[:, :3]
+        lo, hi = float(video.min()), float(video.max())
+        if lo < -1e-3 or hi > 1 + 1e-3:
+            raise ValueError(f"`video` values must lie in [0, 1] (or uint8), got range [{lo:.3g}, {hi:.3g}]")
+        return video.clamp(0, 1).contiguous()
+
+    def encode_image(self, frames: torch.Tensor) -> torch.Tensor:
+        """Embed frames (N, 3, H, W) in [0, 1] with both encoders: context tokens (N, 2, D).
+
+        Token 0 comes from `image_encoder`, token 1 from `blur_encoder`. Not under `no_grad`: training calls it.
+        """
+        mean = torch.tensor(self.feature_extractor.image_mean, device=frames.device).view(1, 3, 1, 1)
+        std = torch.tensor(self.feature_extractor.image_std, device=frames.device).view(1, 3, 1, 1)
+        tokens = []
+        for encoder in (self.image_encoder, self.blur_encoder):
+            size = encoder.config.image_size
+            pixels = F.interpolate(frames.float(), size=(size, size), mode="bicubic", antialias=True, align_corners=False)
+            pixels = ((pixels.clamp(0, 1) - mean) / std).to(dtype=encoder.dtype, device=encoder.device)
+            tokens.append(encoder(pixel_values=pixels).image_embeds)  # (N, D)
+        return torch.stack(tokens, dim=1)  # (N, 2, D)
+
+    def encode_video(self, video: torch.Tensor, chunk_size: int = 8) -> torch.Tensor:
+        """Frames (B, F, 3, H, W) in [0, 1] -> scaled latents (B, C, F, h, w), `chunk_size` frames at a time."""
+        batch, frames = video.shape[:2]
+        flat = video.reshape(batch * frames, *video.shape[2:])  # (B, F, 3, H, W) -> (B*F, 3, H, W)
+        shift = getattr(self.vae.config, "shift_factor", None) or 0.0
+        latents = []
+        for chunk in flat.split(chunk_size):
+            chunk = (chunk * 2 - 1).to(device=self.vae.device, dtype=self.vae.dtype)
+            latents.append(self.vae.encode(chunk).latent_dist.mode())
+        latents = (torch.cat(latents) - shift) * self.vae.config.scaling_factor
+        latents = latents.reshape(batch, frames, *latents.shape[1:])
+        return latents.permute(0, 2, 1, 3, 4)  # (B, F, C, h, w) -> (B, C, F, h, w)
+
+    def decode_latents(self, latents: torch.Tensor, chunk_size: int = 8) -> torch.Tensor:
+        """Scaled latents (B, C, F, h, w) -> frames (B, F, 3, H, W) in [0, 1], float32 on the CPU."""
+        batch, _, frames = latents.shape[:3]
+        latents = latents.permute(0, 2, 1, 3, 4)  # (B, C, F, h, w) -> (B, F, C, h, w)
+        latents = latents.reshape(batch * frames, *latents.shape[2:])  # -> (B*F, C, h, w)
+        shift = getattr(self.vae.config, "shift_factor", None) or 0.0
+        decoded = []
+        for chunk in latents.split(chunk_size):
+            chunk = chunk.to(device=self.vae.device, dtype=self.vae.dtype) / self.vae.config.scaling_factor + shift
+            image = self.vae.decode(chunk).sample
+            decoded.append(((image.float() + 1) / 2).clamp(0, 1).cpu())
+        decoded = torch.cat(decoded)
+        return decoded.reshape(batch, frames, *decoded.shape[1:])
+
+    def get_timesteps(self, num_inference_steps: int, strength: float, device) -> tuple[torch.Tensor, int]:
+        """The schedule's timesteps, skipping the first `1 - strength` of them (img2img-style)."""
+        self.scheduler.set_timesteps(num_inference_steps, device=device)
+        init_steps = min(int(round(num_inference_steps * strength)), num_inference_steps)
+        if init_steps < 1:
+            raise ValueError(
+                f"`strength`={strength} with `num_inference_steps`={num_inference_steps} leaves no denoising step; "
+                "raise either"
+            )
+        t_start = num_inference_steps - init_steps
+        timesteps = self.scheduler.timesteps[t_start * self.scheduler.order :]
+        if hasattr(self.scheduler, "set_begin_index"):
+            self.scheduler.set_begin_index(t_start * self.scheduler.order)
+        return timesteps, len(timesteps)
+
+    def prepare_latents(
+        self,
+        shape: tuple[int, ...],
+        dtype: torch.dtype,
+        device: torch.device,
+        generator: torch.Generator | list[torch.Generator] | None,
+        init_latents: torch.Tensor | None = None,
+        timestep: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Pure noise scaled for the scheduler, or `init_latents` noised to `timestep` (`strength` < 1)."""
+        noise = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
+        if init_latents is None:
+            return noise * self.scheduler.init_noise_sigma
+        return self.scheduler.add_noise(init_latents.to(dtype), noise, timestep.reshape(1))
+
+    def prepare_extra_step_kwargs(self, generator, eta: float) -> dict[str, Any]:
+        params = set(inspect.signature(self.scheduler.step).parameters)
+        kwargs = {}
+        if "eta" in params:
+            kwargs["eta"] = eta
+        if "generator" in params:
+            kwargs["generator"] = generator
+        return kwargs
+
+    # ------------------------------------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        video,
+        num_inference_steps: int = 50,
+        guidance_scale: float = 2.0,
+        strength: float = 1.0,
+        num_frames: int = 16,
+        frame_overlap: int = 4,
+        tile_size: int | None = None,
+        tile_overlap: int | None = None,
+        eta: float = 0.0,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        output_type: str = "pil",
+        callback_on_step_end: Callable | PipelineCallback | MultiPipelineCallbacks | None = None,
+        callback_on_step_end_tensor_inputs: list[str] | None = None,
+        decode_chunk_size: int = 8,
+        return_dict: bool = True,
+    ) -> VideoDeblurPipelineOutput | tuple:
+        r"""
+        Deblur a clip.
+
+        Args:
+            video (`list[PIL.Image.Image]`, `np.ndarray` or `torch.Tensor`):
+                The blurred clip: PIL images, a uint8 or float array (F, H, W, 3), or a tensor (F, 3, H, W) in
+                [0, 1]. Any length and size: long clips are denoised in overlapping windows and large frames in
+                overlapping tiles; sizes that are not a multiple of `pipe.size_multiple` are padded and cropped back.
+            num_inference_steps (`int`, defaults to 50): denoising steps (before `strength`).
+            guidance_scale (`float`, defaults to 2.0):
+                Classifier-free guidance on the image tokens; `<= 1` runs the conditional pass only (half the cost).
+            strength (`float`, defaults to 1.0):
+                1 starts from pure noise; below 1 starts from the blurred latents noised to that fraction of the
+                schedule and runs only `strength * num_inference_steps` steps.
+            num_frames (`int`, defaults to 16): frames per temporal window.
+            frame_overlap (`int`, defaults to 4): frames shared by neighbouring windows.
+            tile_size (`int`, *optional*):
+                Spatial tile side in pixels (a multiple of `pipe.size_multiple`); defaults to the UNet's training
+                size (`unet.config.sample_size` latents), or no tiling when that is unset.
+            tile_overlap (`int`, *optional*): pixels shared by neighbouring tiles; defaults to a quarter tile.
+            eta (`float`, defaults to 0.0): DDIM's eta.
+            generator (`torch.Generator`, *optional*): makes the run deterministic.
+            output_type (`str`, defaults to `"pil"`): `"pil"`, `"np"`, `"pt"` or `"latent"`.
+            callback_on_step_end (`Callable`, *optional*):
+                Called as `callback_on_step_end(pipe, step, timestep, callback_kwargs)` after every denoising step;
+                `callback_kwargs` holds the tensors named in `callback_on_step_end_tensor_inputs` plus
+                `num_windows`. Set `pipe._interrupt = True` in it to stop the run after that step.
+            callback_on_step_end_tensor_inputs (`list[str]`, *optional*): tensors passed to the callback.
+            decode_chunk_size (`int`, defaults to 8): frames encoded / decoded by the VAE at once.
+            return_dict (`bool`, defaults to `True`): return a [`VideoDeblurPipelineOutput`] instead of a tuple.
+
+        Returns:
+            [`VideoDeblurPipelineOutput`] or `tuple`: `frames[0]` is the deblurred clip, with the input's frame count
+            and size.
+        """
+        if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
+            callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
+
+        # 1. Check inputs
+        pixels = self.check_inputs(
+            video,
+            num_inference_steps,
+            strength,
+            num_frames,
+            frame_overlap,
+            tile_size,
+            tile_overlap,
+            output_type,
+            callback_on_step_end_tensor_inputs,
+        )
+        if not isinstance(decode_chunk_size, int) or decode_chunk_size < 1:
+            raise ValueError(f"`decode_chunk_size` must be a positive integer, got {decode_chunk_size!r}")
+        self._guidance_scale = guidance_scale
+        self._interrupt = False
+        device = self._execution_device
+        dtype = self.unet.dtype
+
+        # 2. Pad frames to what the VAE and the UNet take (reflect where the frame is large enough)
+        total_frames, _, height, width = pixels.shape
+        multiple = self.size_multiple
+        pad_h, pad_w = (-height) % multiple, (-width) % multiple
+        if pad_h or pad_w:
+            mode = "reflect" if pad_h < height and pad_w < width else "replicate"
+            pixels = F.pad(pixels, (0, pad_w, 0, pad_h), mode=mode)
+        tile_size = tile_size if tile_size is not None else self.default_tile_size
+        if tile_size is not None and tile_size >= max(pixels.shape[-2:]):
+            tile_size = None
+        if tile_size is not None and tile_overlap is None:
+            tile_overlap = (tile_size // 4) // self.vae_scale_factor * self.vae_scale_factor
+
+        # 3. Encode the blurred clip: latents for the channel concat, image tokens per temporal window
+        cond_latents = self.encode_video(pixels[None], chunk_size=decode_chunk_size)  # (1, C, F, h, w)
+        cond_latents = cond_latents.to(device=device, dtype=dtype)
+        latent_h, latent_w = cond_latents.shape[-2:]
+        plan = WindowPlan(
+            total_frames,
+            latent_h,
+            latent_w,
+            num_frames=num_frames,
+            frame_overlap=frame_overlap,
+            tile_size=None if tile_size is None else tile_size // self.vae_scale_factor,
+            tile_overlap=0 if tile_overlap is None else tile_overlap // self.vae_scale_factor,
+        )
+        centres = [pixels[(start + end - 1) // 2] for start, end in plan.frame_spans]
+        context = self.encode_image(torch.stack(centres).to(device)).to(dtype)  # (num_windows, 2, D)
+        negative_context = torch.zeros_like(context)
+
+        # 4. Prepare timesteps
+        timesteps, num_inference_steps = self.get_timesteps(num_inference_steps, strength, device)
+        self._num_timesteps = len(timesteps)
+
+        # 5. Prepare latent variables (in residual mode the blurred clip is the origin: zero residual)
+        shape = (1, self.unet.config.out_channels, total_frames, latent_h, latent_w)
+        init_latents = None
+        if strength < 1:
+            init_latents = torch.zeros_like(cond_latents) if self.config.residual else cond_latents
+        latents = self.prepare_latents(shape, dtype, device, generator, init_latents, timesteps[:1])
+        extra_step_kwargs = self.prepare_extra_step_kwargs(generator, eta)
+
+        # 6. Denoising loop: every window x tile predicts, predictions are blended, then one scheduler step
+        with self.progress_bar(total=len(timesteps) * len(plan)) as progress_bar:
+            for i, t in enumerate(timesteps):
+                if self.interrupt:
+                    break
+                latent_model_input = self.scheduler.scale_model_input(latents, t)
+                model_output = torch.zeros_like(latents)
+                for window, frames, rows, cols, weight in plan:
+                    region = (slice(None), slice(None), frames, rows, cols)
+                    unet_input = torch.cat([latent_model_input[region], cond_latents[region]], dim=1)
+                    window_context = context[window : window + 1]
+                    if self.do_classifier_free_guidance:
+                        unet_input = torch.cat([unet_input] * 2)
+                        window_context = torch.cat([negative_context[window : window + 1], window_context])
+                    prediction = self.unet(unet_input, t, encoder_hidden_states=window_context, return_dict=False)[0]
+                    if self.do_classifier_free_guidance:
+                        uncond, cond = prediction.chunk(2)
+                        prediction = uncond + self.guidance_scale * (cond - uncond)
+                    model_output[region] += weight.to(device=device, dtype=prediction.dtype) * prediction
+                    progress_bar.update()
+
+                latents = self.scheduler.step(model_output, t, latents, **extra_step_kwargs, return_dict=False)[0]
+
+                if callback_on_step_end is not None:
+                    callback_kwargs = {k: locals()[k] for k in callback_on_step_end_tensor_inputs or []}
+                    callback_kwargs["num_windows"] = len(plan)
+                    callback_outputs = callback_on_step_end(self, i, t, callback_kwargs)
+                    if callback_outputs is not None:
+                        latents = callback_outputs.pop("latents", latents)
+
+        # 7. Decode (adding the blurred latents back in residual mode) and crop the padding away
+        if self.config.residual:
+            latents = latents + cond_latents
+        if output_type == "latent":
+            frames = latents
+        else:
+            frames = self.decode_latents(latents, chunk_size=decode_chunk_size)[:, :, :, :height, :width]
+            if output_type == "np":
+                frames = frames.permute(0, 1, 3, 4, 2).numpy()  # (B, F, 3, H, W) -> (B, F, H, W, 3)
+            elif output_type == "pil":
+                arrays = (frames.permute(0, 1, 3, 4, 2).numpy() * 255).round().astype(np.uint8)
+                frames = [[PIL.Image.fromarray(frame) for frame in clip] for clip in arrays]
+
+        # 8. Offload all models
+        self.maybe_free_model_hooks()
+
+        if not return_dict:
+            return (frames,)
+        return VideoDeblurPipelineOutput(frames=frames)
