@@ -51,7 +51,12 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--guidance-scale", type=_positive_float, default=2.0, help="CFG scale; <= 1 disables CFG")
     parser.add_argument("--strength", type=_positive_float, default=1.0, help="(0, 1]; < 1 starts from the input")
     parser.add_argument("--num-frames", type=_positive_int, default=16, help="frames per temporal window")
-    parser.add_argument("--frame-overlap", type=_non_negative_int, default=4, help="frames shared by windows")
+    parser.add_argument(
+        "--frame-overlap",
+        type=_non_negative_int,
+        default=None,
+        help="frames shared by neighbouring windows (default: 4, or half the window if that is shorter)",
+    )
     parser.add_argument("--tile-size", type=_positive_int, default=None, help="spatial tile side in pixels")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: cuda if available)")
@@ -112,6 +117,8 @@ def run_run(args: argparse.Namespace) -> int:
         raise ValueError(f"output {args.output!r} exists; pass --overwrite to replace it")
     if os.path.isdir(source) and os.path.commonpath([source, target]) == source:
         raise ValueError(f"output {args.output!r} is inside the input folder {args.input!r}; choose another path")
+    if args.frame_overlap is None:
+        args.frame_overlap = min(4, args.num_frames // 2)
     if args.frame_overlap >= args.num_frames:
         raise ValueError(f"--frame-overlap must be smaller than --num-frames={args.num_frames}, got {args.frame_overlap}")
     if args.strength > 1:

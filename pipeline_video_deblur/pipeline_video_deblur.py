@@ -456,7 +456,8 @@ class VideoDeblurPipeline(DiffusionPipeline):
                 latents = self.scheduler.step(model_output, t, latents, **extra_step_kwargs, return_dict=False)[0]
 
                 if callback_on_step_end is not None:
-                    callback_kwargs = {k: locals()[k] for k in callback_on_step_end_tensor_inputs or []}
+                    tensors = {"latents": latents}
+                    callback_kwargs = {k: tensors[k] for k in callback_on_step_end_tensor_inputs or []}
                     callback_kwargs["num_windows"] = len(plan)
                     callback_outputs = callback_on_step_end(self, i, t, callback_kwargs)
                     if callback_outputs is not None:

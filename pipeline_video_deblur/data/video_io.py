@@ -158,7 +158,9 @@ def _as_uint8_frames(frames: np.ndarray | Sequence) -> np.ndarray:
         frames = list(frames)
         if not frames:
             raise ValueError("No frames to write: got an empty list")
-        array = np.stack([np.asarray(f.convert("RGB")) if isinstance(f, Image.Image) else np.asarray(f) for f in frames])
+        array = np.stack(
+            [np.asarray(f.convert("RGB")) if isinstance(f, Image.Image) else np.asarray(f) for f in frames]
+        )
     if array.ndim != 4 or array.shape[-1] != 3:
         raise ValueError(f"Frames must have shape (F, H, W, 3), got {array.shape}")
     if array.shape[0] == 0:

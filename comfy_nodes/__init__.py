@@ -1,0 +1,16 @@
+"""ComfyUI nodes for video deblurring: thin adapters over `pipeline_video_deblur`. This file only registers them."""
+
+from .deblur import VideoDeblur
+from .loader import VideoDeblurLoader
+
+NODE_CLASS_MAPPINGS = {
+    "VideoDeblurLoader": VideoDeblurLoader,
+    "VideoDeblur": VideoDeblur,
+}
+
+NODE_DISPLAY_NAME_MAPPINGS = {
+    "VideoDeblurLoader": "Load Video Deblur Model",
+    "VideoDeblur": "Video Deblur",
+}
+
+__all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"]

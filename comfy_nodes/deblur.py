@@ -1,0 +1,160 @@
+"""`VideoDeblur`: deblurs an IMAGE batch (the batch axis is time) with a loaded pipeline."""
+
+from __future__ import annotations
+
+import torch
+
+from . import runtime
+from .image_convert import images_to_video, video_to_images
+from .loader import CATEGORY, PIPELINE_TYPE
+
+# Frames narrower than this are refused: there is nothing to deblur in them, and below the VAE's factor a frame
+# would not cover one latent.
+MIN_FRAME_SIDE = 8
+
+
+class VideoDeblur:
+    """Deblurs a clip: an IMAGE batch whose frames are consecutive, returned at the same size and frame count."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "pipeline": (PIPELINE_TYPE, {"tooltip": "The pipeline from the Load Video Deblur Model node."}),
+                "images": (
+                    "IMAGE",
+                    {"tooltip": "The blurred frames, in order (e.g. the images of Get Video Components)."},
+                ),
+                "steps": (
+                    "INT",
+                    {
+                        "default": 50,
+                        "min": 1,
+                        "max": 1000,
+                        "tooltip": "Denoising steps (DDIM). Fewer is faster; 'strength' below 1 runs only that "
+                        "fraction of them.",
+                    },
+                ),
+                "guidance_scale": (
+                    "FLOAT",
+                    {
+                        "default": 2.0,
+                        "min": 0.0,
+                        "max": 20.0,
+                        "step": 0.1,
+                        "round": 0.01,
+                        "tooltip": "Classifier-free guidance on the image embeddings. 1 or less skips the "
+                        "unconditional pass (twice as fast).",
+                    },
+                ),
+                "strength": (
+                    "FLOAT",
+                    {
+                        "default": 1.0,
+                        "min": 0.01,
+                        "max": 1.0,
+                        "step": 0.01,
+                        "tooltip": "1 starts from pure noise; lower values start from the noised blurred clip and "
+                        "run only strength x steps steps.",
+                    },
+                ),
+                "num_frames": (
+                    "INT",
+                    {
+                        "default": 16,
+                        "min": 1,
+                        "max": 256,
+                        "tooltip": "Frames per temporal window. Longer clips are processed in overlapping "
+                        "windows; memory grows with this, not with the clip's length.",
+                    },
+                ),
+                "frame_overlap": (
+                    "INT",
+                    {
+                        "default": 4,
+                        "min": 0,
+                        "max": 255,
+                        "tooltip": "Frames shared by neighbouring windows and blended at every step, so that "
+                        "windows agree. Must be less than num_frames.",
+                    },
+                ),
+                "tile_size": (
+                    "INT",
+                    {
+                        "default": 0,
+                        "min": 0,
+                        "max": 8192,
+                        "step": 8,
+                        "tooltip": "Spatial tile side in pixels; 0 uses the model's training size. Must be a "
+                        "multiple of the model's size multiple (64 for Stable Diffusion VAEs). A value at "
+                        "least as large as the frame turns tiling off.",
+                    },
+                ),
+                "seed": (
+                    "INT",
+                    {
+                        "default": 0,
+                        "min": 0,
+                        "max": 0xFFFFFFFFFFFFFFFF,
+                        "control_after_generate": True,
+                        "tooltip": "Seed of the initial noise; the same seed and settings give the same result.",
+                    },
+                ),
+            }
+        }
+
+    RETURN_TYPES = ("IMAGE",)
+    RETURN_NAMES = ("images",)
+    OUTPUT_TOOLTIPS = ("The deblurred frames: same count, size and channels as the input.",)
+    FUNCTION = "deblur"
+    CATEGORY = CATEGORY
+    DESCRIPTION = (
+        "Deblurs a video given as an IMAGE batch with a latent video diffusion model, in overlapping temporal "
+        "windows and spatial tiles. Progress advances per denoising step and window; cancel stops between steps."
+    )
+
+    def deblur(
+        self,
+        pipeline: runtime.LoadedPipeline,
+        images: torch.Tensor,
+        steps: int,
+        guidance_scale: float,
+        strength: float,
+        num_frames: int,
+        frame_overlap: int,
+        tile_size: int,
+        seed: int,
+    ) -> tuple[torch.Tensor]:
+        if not isinstance(pipeline, runtime.LoadedPipeline):
+            raise ValueError(
+                f"`pipeline` must come from the Load Video Deblur Model node, got {type(pipeline).__name__}"
+            )
+        pipe = pipeline.pipeline
+        video = images_to_video(images)  # (F, 3, H, W) in [0, 1]
+        height, width = video.shape[-2:]
+        minimum = max(MIN_FRAME_SIDE, pipe.vae_scale_factor)
+        if min(height, width) < minimum:
+            raise ValueError(
+                f"frames of {height} x {width} px are too small: this model takes frames of at least "
+                f"{minimum} x {minimum} px"
+            )
+        runtime.check_interrupt()
+
+        generator = torch.Generator(device="cpu").manual_seed(int(seed))
+        runtime.move_to_run_device(pipeline)
+        try:
+            output = pipe(
+                video,
+                num_inference_steps=int(steps),
+                guidance_scale=float(guidance_scale),
+                strength=float(strength),
+                num_frames=int(num_frames),
+                frame_overlap=int(frame_overlap),
+                tile_size=int(tile_size) or None,
+                generator=generator,
+                output_type="pt",
+                callback_on_step_end=runtime.ComfyProgress(),
+            )
+        finally:
+            runtime.move_to_offload_device(pipeline)
+        return (video_to_images(output.frames[0], like=images),)

@@ -1,0 +1,190 @@
+"""Where the nodes meet the process that runs them: ComfyUI when it is there, plain Python when it is not.
+
+Everything from ComfyUI (`comfy.model_management`, `comfy.utils.ProgressBar`, `folder_paths`) is imported
+lazily and is optional, so the nodes import and run without ComfyUI; the pipeline itself never imports it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PACKAGE = "pipeline_video_deblur"
+
+
+def pipeline_package():
+    """The `pipeline_video_deblur` package: the installed one if there is one, else this repository's copy.
+
+    A repository cloned into `ComfyUI/custom_nodes/` is imported by ComfyUI under the folder's path, which is not
+    on `sys.path`; the package next to `comfy_nodes/` is then registered under its own name, so that the
+    `[module, class]` pairs that `from_pretrained` reads from `model_index.json` resolve, without adding the
+    repository root (and its `tests/`, `train/`, ... folders) to `sys.path`.
+    """
+    if PACKAGE in sys.modules:
+        return sys.modules[PACKAGE]
+    if importlib.util.find_spec(PACKAGE) is not None:
+        return importlib.import_module(PACKAGE)
+    folder = os.path.join(REPO_ROOT, PACKAGE)
+    spec = importlib.util.spec_from_file_location(
+        PACKAGE, os.path.join(folder, "__init__.py"), submodule_search_locations=[folder]
+    )
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot find `{PACKAGE}`: it is neither installed nor in {REPO_ROOT}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[PACKAGE] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[PACKAGE]
+        raise
+    return module
+
+
+def model_management():
+    """`comfy.model_management` inside ComfyUI, `None` outside it."""
+    try:
+        return importlib.import_module("comfy.model_management")
+    except ImportError:
+        return None
+
+
+def progress_bar_class():
+    """`comfy.utils.ProgressBar` inside ComfyUI, `None` outside it."""
+    try:
+        return importlib.import_module("comfy.utils").ProgressBar
+    except (ImportError, AttributeError):
+        return None
+
+
+def comfy_models_dir() -> str | None:
+    """ComfyUI's `models/` folder, `None` outside ComfyUI."""
+    try:
+        return importlib.import_module("folder_paths").models_dir
+    except (ImportError, AttributeError):
+        return None
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Devices and dtypes
+
+
+def resolve_device(name: str) -> tuple[torch.device, torch.device]:
+    """The device a run uses and the one the weights wait on between runs, for the widget value `name`.
+
+    `"auto"` is ComfyUI's compute device (`get_torch_device`), else CUDA, MPS or the CPU, whichever exists first.
+    Between runs the weights go to ComfyUI's `unet_offload_device` (the CPU unless ComfyUI keeps models in VRAM);
+    outside ComfyUI they stay where they run.
+    """
+    mm = model_management()
+    if name == "auto":
+        if mm is not None:
+            device = torch.device(mm.get_torch_device())
+        elif torch.cuda.is_available():
+            device = torch.device("cuda")
+        elif torch.backends.mps.is_available():
+            device = torch.device("mps")
+        else:
+            device = torch.device("cpu")
+    else:
+        try:
+            device = torch.device(name)
+        except RuntimeError as error:
+            raise ValueError(f"`device` must be 'auto', 'cpu', 'cuda' or 'mps', got {name!r}") from error
+        available = {
+            "cpu": True,
+            "cuda": torch.cuda.is_available(),
+            "mps": torch.backends.mps.is_available(),
+        }.get(device.type, False)
+        if not available:
+            raise ValueError(f"`device` {name!r} is not available on this machine; use 'auto' or 'cpu'")
+    if device.type == "cpu" or mm is None:
+        return device, device
+    return device, torch.device(mm.unet_offload_device())
+
+
+def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    """The weights' dtype for the widget value `name`; `"auto"` asks ComfyUI (it honours --force-fp32 and the
+    like), else picks float32 on the CPU, bfloat16 where CUDA supports it, float16 on other accelerators."""
+    if name != "auto":
+        dtypes = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+        if name not in dtypes:
+            raise ValueError(f"`dtype` must be one of 'auto', {', '.join(map(repr, dtypes))}, got {name!r}")
+        return dtypes[name]
+    if device.type == "cpu":
+        return torch.float32
+    mm = model_management()
+    if mm is not None:
+        if mm.should_use_bf16(device):
+            return torch.bfloat16
+        if mm.should_use_fp16(device):
+            return torch.float16
+        return torch.float32
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float16
+
+
+@dataclass
+class LoadedPipeline:
+    """What flows along a `VIDEO_DEBLUR_PIPELINE` link: the pipeline and where it runs and rests."""
+
+    pipeline: Any  # VideoDeblurPipeline (imported lazily, so not named here)
+    device: torch.device
+    offload_device: torch.device
+    model: str
+
+
+def move_to_run_device(loaded: LoadedPipeline) -> None:
+    """Make room through ComfyUI's model manager (it unloads its own models as needed), then move the weights."""
+    pipe = loaded.pipeline
+    mm = model_management()
+    if mm is not None and loaded.device.type != "cpu":
+        modules = [m for m in pipe.components.values() if isinstance(m, torch.nn.Module)]
+        weights = sum(p.numel() * p.element_size() for m in modules for p in m.parameters())
+        # The weights plus as much again for a window's activations: a rough figure, ComfyUI only frees to it.
+        mm.free_memory(2 * weights, loaded.device)
+    pipe.to(loaded.device)
+
+
+def move_to_offload_device(loaded: LoadedPipeline) -> None:
+    loaded.pipeline.to(loaded.offload_device)
+    mm = model_management()
+    if mm is not None:
+        mm.soft_empty_cache()
+
+
+def check_interrupt() -> None:
+    """Raise ComfyUI's `InterruptProcessingException` if the user pressed cancel; nothing outside ComfyUI."""
+    mm = model_management()
+    if mm is not None:
+        mm.throw_exception_if_processing_interrupted()
+
+
+class ComfyProgress:
+    """A `callback_on_step_end` for the pipeline: advances ComfyUI's progress bar and honours its cancel button.
+
+    The bar counts (denoising step, window) pairs, where a window is one temporal window x spatial tile: it is
+    created at the first step, when the pipeline knows both numbers (`pipe.num_timesteps`, after `strength`, and
+    `callback_kwargs["num_windows"]`), with total = steps x windows, and moves by `num_windows` after each step.
+    Cancelling raises between steps, out of the pipeline and the node; ComfyUI reports it as an interruption.
+    """
+
+    def __init__(self):
+        self.bar_class = progress_bar_class()
+        self.bar = None
+
+    def __call__(self, pipe, step_index: int, timestep, callback_kwargs: dict) -> dict:
+        num_windows = int(callback_kwargs.get("num_windows", 1))
+        if self.bar_class is not None:
+            if self.bar is None:
+                self.bar = self.bar_class(pipe.num_timesteps * num_windows)
+            self.bar.update(num_windows)
+        check_interrupt()
+        return {}

@@ -1,0 +1,202 @@
+"""Video deblurring demo (a Gradio app laid out as a Hugging Face Space).
+
+Upload a short blurred video (or pick the bundled sample), choose the number of denoising steps, the strength and
+the seed, and get the deblurred video, a before/after comparison of the middle frame and the time it took. It runs
+the model embedded in the `video-deblur` package, on the CPU, with no download.
+
+Settings, from environment variables (the defaults suit a free CPU Space):
+    VIDEO_DEBLUR_MODEL       pipeline folder or Hub id; "default" (the default) is the embedded default model
+    VIDEO_DEBLUR_SAMPLE      the sample video offered under the upload box
+    VIDEO_DEBLUR_STEPS       initial number of denoising steps (10)
+    VIDEO_DEBLUR_MAX_FRAMES  longest clip accepted, in frames (48)
+    VIDEO_DEBLUR_MAX_SIDE    largest frame side accepted, in pixels (512)
+GRADIO_SERVER_NAME / GRADIO_SERVER_PORT choose where it listens (Gradio's own variables).
+
+Run it with `python examples/hub_demo/app.py`.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import gradio as gr
+import numpy as np
+import PIL.Image
+import torch
+
+from pipeline_video_deblur import VideoDeblurPipeline
+from pipeline_video_deblur.data import read_video, write_video
+
+HERE = Path(__file__).resolve().parent
+
+
+def _default_sample() -> str:
+    # In the Space the sample sits beside app.py; in the project it is examples/sample_blurred.mp4.
+    for candidate in (HERE / "sample_blurred.mp4", HERE.parent / "sample_blurred.mp4"):
+        if candidate.is_file():
+            return str(candidate)
+    return str(HERE / "sample_blurred.mp4")
+
+
+MODEL = os.environ.get("VIDEO_DEBLUR_MODEL", "default")
+SAMPLE = os.environ.get("VIDEO_DEBLUR_SAMPLE") or _default_sample()
+DEFAULT_STEPS = int(os.environ.get("VIDEO_DEBLUR_STEPS", "10"))
+# The limits keep one request within a few minutes on a 2-vCPU Space: cost grows with frames x pixels x steps.
+MAX_FRAMES = int(os.environ.get("VIDEO_DEBLUR_MAX_FRAMES", "48"))
+MAX_SIDE = int(os.environ.get("VIDEO_DEBLUR_MAX_SIDE", "512"))
+MAX_FILE_SIZE = "50mb"
+
+
+@functools.lru_cache(maxsize=1)
+def get_pipeline() -> VideoDeblurPipeline:
+    """The pipeline, loaded once: the embedded default model unless VIDEO_DEBLUR_MODEL names another."""
+    pipe = VideoDeblurPipeline.from_default() if MODEL == "default" else VideoDeblurPipeline.from_pretrained(MODEL)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe.to("cpu")
+
+
+def probe(path: str) -> tuple[int, int, int]:
+    """(frames, width, height) of a video file, decoding at most MAX_FRAMES + 1 frames; gr.Error if unreadable."""
+    import av
+
+    try:
+        with av.open(path) as container:
+            if not container.streams.video:
+                raise gr.Error("This file has no video stream. Upload a video (mp4, mov, webm, mkv, avi).")
+            stream = container.streams.video[0]
+            width, height = stream.codec_context.width, stream.codec_context.height
+            frames = 0
+            for _ in container.decode(stream):
+                frames += 1
+                if frames > MAX_FRAMES:
+                    break
+    except av.FFmpegError as error:
+        raise gr.Error(f"Cannot read this file as a video ({error}). Upload an mp4, mov, webm, mkv or avi.") from None
+    if frames == 0:
+        raise gr.Error("This video has no frames.")
+    return frames, width, height
+
+
+def check_limits(frames: int, width: int, height: int, fps: float | None = None) -> None:
+    if frames > MAX_FRAMES:
+        seconds = f" (about {MAX_FRAMES / fps:.1f} s at {fps:.0f} fps)" if fps else ""
+        raise gr.Error(
+            f"This clip is too long for the demo: it takes at most {MAX_FRAMES} frames{seconds}. Trim it, or run "
+            "`video-deblur run` locally, which takes any length."
+        )
+    if max(width, height) > MAX_SIDE:
+        raise gr.Error(
+            f"The frames are {width}x{height}; the demo takes at most {MAX_SIDE} pixels on the longer side. Downscale "
+            "the clip, or run `video-deblur run` locally, which takes any size."
+        )
+
+
+def comparison(before: np.ndarray, after: np.ndarray) -> PIL.Image.Image:
+    """Before (left) and after (right), side by side with a white gap: uint8 frames (H, W, 3)."""
+    height, width = before.shape[:2]
+    gap = max(2, width // 64)
+    canvas = np.full((height, 2 * width + gap, 3), 255, dtype=np.uint8)
+    canvas[:, :width] = before
+    canvas[:, width + gap :] = after
+    return PIL.Image.fromarray(canvas)
+
+
+def deblur(video_path: str | None, steps: int, strength: float, seed: int, progress=gr.Progress()):
+    """The demo's one action: returns (deblurred video path, comparison image, timing text)."""
+    started = time.perf_counter()
+    if not video_path:
+        raise gr.Error("Upload a video or pick the sample first.")
+    steps, seed = int(steps), int(seed)
+    if not 0 < strength <= 1:
+        raise gr.Error(f"Strength must be in (0, 1], got {strength}.")
+    if round(steps * strength) < 1:
+        raise gr.Error(f"{steps} steps at strength {strength} leave no denoising step: raise either.")
+
+    # 1. Check the clip against the demo's limits before decoding all of it
+    progress(0.0, desc="Reading the video")
+    frames, width, height = probe(video_path)
+    check_limits(frames, width, height)
+    try:
+        clip = read_video(video_path)
+    except ValueError as error:
+        raise gr.Error(f"Cannot read this file as a video: {error}") from None
+    check_limits(len(clip.frames), clip.frames.shape[2], clip.frames.shape[1], clip.fps)
+
+    # 2. Deblur, with the progress bar driven by the pipeline's step callback
+    progress(0.02, desc="Loading the model")
+    pipe = get_pipeline()
+
+    def on_step_end(pipe, step, timestep, callback_kwargs):
+        progress((step + 1, pipe.num_timesteps), desc="Denoising", unit="steps")
+        return {}
+
+    try:
+        output = pipe(
+            clip.frames,
+            num_inference_steps=steps,
+            strength=float(strength),
+            generator=torch.Generator().manual_seed(seed),
+            output_type="np",
+            callback_on_step_end=on_step_end,
+        ).frames[0]
+    except ValueError as error:
+        raise gr.Error(str(error)) from None
+    sharp = (output * 255).round().astype(np.uint8)  # (F, H, W, 3)
+
+    # 3. Write the video and the comparison
+    progress(0.99, desc="Writing the video")
+    out_dir = Path(tempfile.mkdtemp(prefix="video-deblur-demo-"))
+    out_path = out_dir / "deblurred.mp4"
+    write_video(sharp, out_path, fps=clip.fps)
+    middle = len(sharp) // 2
+    image = comparison(clip.frames[middle], sharp[middle])
+    elapsed = time.perf_counter() - started
+    timing = (
+        f"Deblurred {len(sharp)} frames of {sharp.shape[2]}x{sharp.shape[1]} in {elapsed:.1f} s "
+        f"({steps} steps, strength {strength:g}, seed {seed}, CPU)."
+    )
+    return str(out_path), image, timing
+
+
+def build_demo() -> gr.Blocks:
+    with gr.Blocks(title="Video deblurring") as demo:
+        gr.Markdown(
+            "# Video deblurring with a video diffusion model\n"
+            "Upload a short blurred clip or pick the sample below, then press **Deblur**. The model runs on the CPU: "
+            f"clips up to {MAX_FRAMES} frames and {MAX_SIDE} px on the longer side."
+        )
+        with gr.Row():
+            with gr.Column():
+                video_in = gr.Video(label="Blurred video", sources=["upload"], elem_id="input-video")
+                steps = gr.Slider(1, 50, value=DEFAULT_STEPS, step=1, label="Denoising steps", elem_id="steps")
+                strength = gr.Slider(
+                    0.05,
+                    1.0,
+                    value=1.0,
+                    step=0.05,
+                    label="Strength",
+                    info="1 starts from noise; lower starts from the blurred clip and runs fewer steps",
+                    elem_id="strength",
+                )
+                seed = gr.Number(value=0, precision=0, label="Seed", elem_id="seed")
+                run = gr.Button("Deblur", variant="primary", elem_id="deblur-button")
+            with gr.Column():
+                video_out = gr.Video(label="Deblurred video", interactive=False, elem_id="output-video")
+                compare = gr.Image(
+                    label="Middle frame: before (left), after (right)", interactive=False, elem_id="comparison"
+                )
+                timing = gr.Markdown(elem_id="timing")
+        if os.path.isfile(SAMPLE):
+            gr.Examples(examples=[[SAMPLE]], inputs=[video_in], label="Sample")
+        run.click(deblur, inputs=[video_in, steps, strength, seed], outputs=[video_out, compare, timing])
+    return demo
+
+
+if __name__ == "__main__":
+    get_pipeline()  # fail at start, not at the first request, if the model does not load
+    sample_dir = [str(Path(SAMPLE).resolve().parent)] if os.path.isfile(SAMPLE) else []
+    build_demo().queue(default_concurrency_limit=1).launch(allowed_paths=sample_dir, max_file_size=MAX_FILE_SIZE)

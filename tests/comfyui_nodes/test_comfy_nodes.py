@@ -1,0 +1,306 @@
+"""The ComfyUI nodes, imported the way ComfyUI imports a custom-node folder, run on a tiny saved pipeline.
+
+ComfyUI is not installed here: where a test needs it, a stand-in `comfy` package (a `ProgressBar` that records
+its updates, a `model_management` whose interrupt check can raise) is put on `sys.modules`.
+"""
+
+import importlib.util
+import inspect
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import types
+from pathlib import Path
+
+import pytest
+import torch
+from tiny import tiny_pipeline, tiny_video
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+WORKFLOWS = REPO_ROOT / "examples" / "comfyui"
+NODE_NAMES = ("VideoDeblurLoader", "VideoDeblur")
+
+# Input names of ComfyUI's core video nodes (comfy_extras/nodes_video.py), which the workflows use.
+CORE_INPUTS = {
+    "LoadVideo": {"file"},
+    "GetVideoComponents": {"video"},
+    "CreateVideo": {"images", "fps", "audio"},
+    "SaveVideo": {"video", "filename_prefix", "format", "codec"},
+}
+
+
+def import_like_comfyui(folder: Path) -> types.ModuleType:
+    """What ComfyUI's `nodes.load_custom_node` does with a folder: its `__init__.py`, under the folder's path."""
+    name = str(folder).replace(".", "_x_")
+    spec = importlib.util.spec_from_file_location(name, os.path.join(folder, "__init__.py"))
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def nodes(tmp_path_factory):
+    """The repository, cloned (here: linked) into custom_nodes/ under a name that is no Python identifier."""
+    folder = tmp_path_factory.mktemp("ComfyUI") / "custom_nodes" / "video-deblur"
+    folder.parent.mkdir()
+    folder.symlink_to(REPO_ROOT, target_is_directory=True)
+    module = import_like_comfyui(folder)
+    yield module
+    for key in [k for k in sys.modules if k == module.__name__ or k.startswith(module.__name__ + ".")]:
+        del sys.modules[key]
+
+
+@pytest.fixture(scope="module")
+def saved_pipeline(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("models") / "tiny-video-deblur"
+    tiny_pipeline().save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def api_workflow() -> dict:
+    return json.loads((WORKFLOWS / "video_deblur_api.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def loaded(nodes, saved_pipeline):
+    return nodes.NODE_CLASS_MAPPINGS["VideoDeblurLoader"]().load(str(saved_pipeline), "float32", "cpu")[0]
+
+
+def blurred_images(frames: int = 4, size: int = 32) -> torch.Tensor:
+    """A ComfyUI IMAGE batch: (F, H, W, 3) float32 in [0, 1]."""
+    return tiny_video(frames, size, size).permute(0, 2, 3, 1).contiguous()
+
+
+def node_inputs(node_class) -> dict:
+    spec = node_class.INPUT_TYPES()
+    return {**spec.get("required", {}), **spec.get("optional", {})}
+
+
+def install_comfy(monkeypatch, interrupt_after_updates: int | None = None) -> types.SimpleNamespace:
+    """A stand-in `comfy` package on `sys.modules`; returns what it recorded."""
+    seen = types.SimpleNamespace(totals=[], updates=[], checks=0, emptied=0, freed=[])
+
+    class InterruptProcessingException(Exception):
+        pass
+
+    class ProgressBar:
+        def __init__(self, total, node_id=None):
+            seen.totals.append(total)
+
+        def update(self, value):
+            seen.updates.append(value)
+
+    def throw_exception_if_processing_interrupted():
+        seen.checks += 1
+        if interrupt_after_updates is not None and len(seen.updates) >= interrupt_after_updates:
+            raise InterruptProcessingException()
+
+    def soft_empty_cache(force=False):
+        seen.emptied += 1
+
+    mm = types.ModuleType("comfy.model_management")
+    mm.InterruptProcessingException = InterruptProcessingException
+    mm.throw_exception_if_processing_interrupted = throw_exception_if_processing_interrupted
+    mm.get_torch_device = lambda: torch.device("cpu")
+    mm.unet_offload_device = lambda: torch.device("cpu")
+    mm.soft_empty_cache = soft_empty_cache
+    mm.free_memory = lambda memory_required, device, keep_loaded=(): seen.freed.append((memory_required, device))
+    mm.should_use_bf16 = lambda device=None, **kwargs: False
+    mm.should_use_fp16 = lambda device=None, **kwargs: False
+    utils = types.ModuleType("comfy.utils")
+    utils.ProgressBar = ProgressBar
+    comfy = types.ModuleType("comfy")
+    comfy.__path__ = []
+    comfy.model_management, comfy.utils = mm, utils
+    for name, module in (("comfy", comfy), ("comfy.model_management", mm), ("comfy.utils", utils)):
+        monkeypatch.setitem(sys.modules, name, module)
+    seen.InterruptProcessingException = InterruptProcessingException
+    return seen
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Registration and widgets
+
+
+def test_comfyui_finds_both_nodes(nodes):
+    assert set(NODE_NAMES) <= set(nodes.NODE_CLASS_MAPPINGS)
+    assert set(nodes.NODE_DISPLAY_NAME_MAPPINGS) == set(nodes.NODE_CLASS_MAPPINGS)
+    loader, deblur = (nodes.NODE_CLASS_MAPPINGS[name] for name in NODE_NAMES)
+    assert loader.RETURN_TYPES == ("VIDEO_DEBLUR_PIPELINE",)
+    assert deblur.RETURN_TYPES == ("IMAGE",)
+    assert node_inputs(deblur)["pipeline"][0] == "VIDEO_DEBLUR_PIPELINE"
+    assert node_inputs(deblur)["images"][0] == "IMAGE"
+    for node_class in (loader, deblur):
+        assert node_class.CATEGORY == "video/restoration"
+        assert len(node_class.OUTPUT_TOOLTIPS) == len(node_class.RETURN_TYPES)
+        function = getattr(node_class, node_class.FUNCTION)
+        parameters = list(inspect.signature(function).parameters)[1:]
+        assert parameters == list(node_inputs(node_class))  # ComfyUI passes inputs by name
+
+
+@pytest.mark.parametrize("name", NODE_NAMES)
+def test_every_input_has_a_tooltip_and_defaults_within_bounds(nodes, name):
+    for input_name, (kind, options) in node_inputs(nodes.NODE_CLASS_MAPPINGS[name]).items():
+        assert isinstance(options.get("tooltip"), str) and len(options["tooltip"]) > 20, input_name
+        if kind in ("INT", "FLOAT"):
+            assert options["min"] <= options["default"] <= options["max"], input_name
+            assert isinstance(options["default"], int if kind == "INT" else float), input_name
+        elif isinstance(kind, list):
+            assert options["default"] in kind, input_name
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The example workflows
+
+
+def test_api_workflow_uses_real_node_and_input_names(nodes, api_workflow):
+    for node_id, node in api_workflow.items():
+        kind, inputs = node["class_type"], node["inputs"]
+        if kind in CORE_INPUTS:
+            assert set(inputs) == CORE_INPUTS[kind], node_id
+            continue
+        assert kind in NODE_NAMES, node_id
+        spec = node_inputs(nodes.NODE_CLASS_MAPPINGS[kind])
+        assert set(inputs) == set(spec), node_id
+        for input_name, value in inputs.items():
+            kind_of_input, options = spec[input_name]
+            if isinstance(value, list):  # a link: [node id, output slot]
+                assert value[0] in api_workflow and isinstance(value[1], int)
+            elif isinstance(kind_of_input, list):
+                assert value in kind_of_input
+            elif kind_of_input in ("INT", "FLOAT"):
+                assert options["min"] <= value <= options["max"]
+    kinds = {node["class_type"] for node in api_workflow.values()}
+    assert kinds == set(CORE_INPUTS) | set(NODE_NAMES)
+
+
+def test_ui_workflow_is_the_same_graph(nodes, api_workflow):
+    ui = json.loads((WORKFLOWS / "video_deblur.json").read_text())
+    by_id = {str(node["id"]): node for node in ui["nodes"]}
+    assert {k: n["type"] for k, n in by_id.items()} == {k: n["class_type"] for k, n in api_workflow.items()}
+    for link_id, origin, origin_slot, target, target_slot, kind in ui["links"]:
+        target_input = by_id[str(target)]["inputs"][target_slot]
+        assert target_input["link"] == link_id and target_input["type"] == kind
+        assert link_id in by_id[str(origin)]["outputs"][origin_slot]["links"]
+        assert api_workflow[str(target)]["inputs"][target_input["name"]] == [str(origin), origin_slot]
+    for name in NODE_NAMES:
+        node_id = next(k for k, n in api_workflow.items() if n["class_type"] == name)
+        inputs = node_inputs(nodes.NODE_CLASS_MAPPINGS[name])
+        widgets = [k for k in inputs if not isinstance(api_workflow[node_id]["inputs"][k], list)]
+        values = by_id[node_id]["widgets_values"][: len(widgets)]  # seed is followed by "control after generate"
+        assert dict(zip(widgets, values)) == {k: api_workflow[node_id]["inputs"][k] for k in widgets}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Running the nodes
+
+
+def run_api_workflow(nodes, api_workflow, saved_pipeline, images, **overrides):
+    """Run the workflow's two nodes through their FUNCTION with the workflow's widget values."""
+    loader_class, deblur_class = (nodes.NODE_CLASS_MAPPINGS[name] for name in NODE_NAMES)
+    by_kind = {node["class_type"]: node["inputs"] for node in api_workflow.values()}
+    loader_args = {**by_kind["VideoDeblurLoader"], "model": str(saved_pipeline)}  # "default" is not shipped yet
+    (pipeline,) = getattr(loader_class(), loader_class.FUNCTION)(**loader_args)
+    links = {"pipeline": pipeline, "images": images}
+    deblur_args = {k: links.get(k, v) for k, v in by_kind["VideoDeblur"].items()}
+    deblur_args.update(steps=2, **overrides)  # the workflow's 50 steps, cut for a CPU test
+    return pipeline, getattr(deblur_class(), deblur_class.FUNCTION)(**deblur_args)
+
+
+def test_api_workflow_runs_without_comfyui(nodes, api_workflow, saved_pipeline):
+    assert importlib.util.find_spec("comfy") is None
+    images = blurred_images(frames=4, size=24)
+    pipeline, (result,) = run_api_workflow(nodes, api_workflow, saved_pipeline, images)
+    assert pipeline.pipeline.unet.dtype == torch.float32  # dtype "auto" on the CPU
+    assert result.shape == images.shape and result.dtype == torch.float32
+    assert bool(torch.isfinite(result).all()) and 0 <= float(result.min()) and float(result.max()) <= 1
+
+
+def test_progress_sees_every_step_and_window(nodes, loaded, monkeypatch):
+    seen = install_comfy(monkeypatch)
+    images = blurred_images(frames=3, size=16)
+    deblur = nodes.NODE_CLASS_MAPPINGS["VideoDeblur"]()
+    (result,) = deblur.deblur(loaded, images, 4, 1.0, 0.5, 2, 1, 0, 7)  # 2 windows of 2 frames, 4 x 0.5 steps
+    assert result.shape == images.shape
+    assert seen.totals == [2 * 2] and seen.updates == [2, 2]
+    assert seen.checks == 1 + 2  # once before the run, once after every step
+    assert seen.emptied == 1
+
+
+def test_cancel_stops_the_run_between_steps(nodes, loaded, monkeypatch):
+    seen = install_comfy(monkeypatch, interrupt_after_updates=3)  # cancel pressed during the third step
+    deblur = nodes.NODE_CLASS_MAPPINGS["VideoDeblur"]()
+    with pytest.raises(seen.InterruptProcessingException):
+        deblur.deblur(loaded, blurred_images(frames=2, size=16), 6, 1.0, 1.0, 16, 4, 0, 0)
+    assert seen.totals == [6] and seen.updates == [1, 1, 1]
+    assert seen.emptied == 1  # the weights went back to the offload device all the same
+
+
+def test_loader_follows_comfyui_devices(nodes, saved_pipeline, monkeypatch):
+    install_comfy(monkeypatch)
+    loader = nodes.NODE_CLASS_MAPPINGS["VideoDeblurLoader"]()
+    (pipeline,) = loader.load(str(saved_pipeline), "auto", "auto")
+    assert pipeline.device == pipeline.offload_device == torch.device("cpu")
+    assert pipeline.pipeline.unet.dtype == torch.float32
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Bad input
+
+
+def test_bad_input_is_a_value_error_naming_the_value(nodes, loaded, saved_pipeline, tmp_path):
+    deblur = nodes.NODE_CLASS_MAPPINGS["VideoDeblur"]()
+    loader = nodes.NODE_CLASS_MAPPINGS["VideoDeblurLoader"]()
+    args = (2, 1.0, 1.0, 16, 4, 0, 0)
+    with pytest.raises(ValueError, match="empty batch"):
+        deblur.deblur(loaded, torch.zeros(0, 32, 32, 3), *args)
+    with pytest.raises(ValueError, match="frames of 4 x 6 px are too small"):
+        deblur.deblur(loaded, torch.rand(2, 4, 6, 3), *args)
+    with pytest.raises(ValueError, match="frame_overlap"):
+        deblur.deblur(loaded, blurred_images(2, 16), 2, 1.0, 1.0, 4, 4, 0, 0)
+    with pytest.raises(ValueError, match="Load Video Deblur Model"):
+        deblur.deblur(loaded.pipeline, blurred_images(2, 16), *args)
+    missing = tmp_path / "no-such-model"
+    with pytest.raises(ValueError, match=str(missing)):
+        loader.load(str(missing), "auto", "cpu")
+    with pytest.raises(ValueError, match="no model_index.json"):
+        loader.load(str(tmp_path), "auto", "cpu")
+    with pytest.raises(ValueError, match="'default', a pipeline folder"):
+        loader.load("  ", "auto", "cpu")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# A clone that was never pip-installed
+
+
+def test_clone_without_pip_install_loads_a_pipeline(saved_pipeline, tmp_path):
+    """ComfyUI imports the folder, the package is not installed: the nodes find it next to them."""
+    folder = tmp_path / "custom_nodes" / "ComfyUI-Video-Deblur"
+    folder.parent.mkdir()
+    folder.symlink_to(REPO_ROOT, target_is_directory=True)
+    script = textwrap.dedent(
+        f"""
+        import importlib.util, os, sys
+        sys.meta_path[:] = [f for f in sys.meta_path if "editable" not in repr(f)]  # hide the editable install
+        assert importlib.util.find_spec("pipeline_video_deblur") is None
+        folder = {str(folder)!r}
+        name = folder.replace(".", "_x_")
+        spec = importlib.util.spec_from_file_location(name, os.path.join(folder, "__init__.py"))
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+        (pipeline,) = module.NODE_CLASS_MAPPINGS["VideoDeblurLoader"]().load({str(saved_pipeline)!r}, "auto", "cpu")
+        print(type(pipeline.pipeline).__module__, sys.modules["pipeline_video_deblur"].__file__)
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    module_name, package_file = done.stdout.split()[-2:]
+    assert module_name == "pipeline_video_deblur.pipeline_video_deblur"
+    assert package_file == str(folder / "pipeline_video_deblur" / "__init__.py")

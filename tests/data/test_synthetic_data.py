@@ -1,0 +1,108 @@
+"""The GoPro-recipe synthetic generator: layout, determinism, the photo split, blur that is really there."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from pipeline_video_deblur.data.synthetic import (
+    EXPOSURE_CHOICES,
+    PHOTO_FILES,
+    TEST_PHOTOS,
+    TRAIN_PHOTOS,
+    load_photo,
+    make_synthetic_dataset,
+    parse_size,
+)
+
+SIZE = (24, 32)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    # Tiny tensors: one thread is faster than two fighting over a shared CPU.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def synth_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("synth")
+    make_synthetic_dataset(root, split="both", sequences=2, frames=4, size=SIZE, seed=0, progress=False)
+    return root
+
+
+def _read(folder):
+    return np.stack([np.asarray(Image.open(p)) for p in sorted(folder.glob("*.png"))])
+
+
+def test_layout_and_meta(synth_root):
+    for split in ("train", "test"):
+        sequences = sorted(p.name for p in (synth_root / split).iterdir())
+        assert sequences == [f"synth_{split}_000", f"synth_{split}_001"]  # nothing temporary left
+        for name in sequences:
+            folder = synth_root / split / name
+            for kind in ("blur", "blur_gamma", "sharp"):
+                frames = _read(folder / kind)
+                assert frames.shape == (4, *SIZE, 3) and frames.dtype == np.uint8
+                assert [p.name for p in sorted((folder / kind).iterdir())] == [f"{i:06d}.png" for i in range(4)]
+            meta = json.loads((folder / "meta.json").read_text())
+            assert meta["seed"] == 0 and meta["split"] == split and meta["size"] == list(SIZE)
+            assert meta["exposure_subframes"] in EXPOSURE_CHOICES and meta["exposure_subframes"] % 2 == 1
+            assert 1 <= len(meta["objects"]) <= 3
+
+
+def test_test_photos_never_in_train(synth_root):
+    assert not set(TRAIN_PHOTOS) & set(TEST_PHOTOS)
+    for split, allowed in (("train", TRAIN_PHOTOS), ("test", TEST_PHOTOS)):
+        for folder in (synth_root / split).iterdir():
+            meta = json.loads((folder / "meta.json").read_text())
+            used = {meta["background"]["photo"], *(o["photo"] for o in meta["objects"])}
+            assert used <= set(allowed), (split, used)
+
+
+def test_clips_are_blurred_and_moving(synth_root):
+    for folder in (synth_root / "test").iterdir():
+        blur, blur_gamma, sharp = (_read(folder / k).astype(float) for k in ("blur", "blur_gamma", "sharp"))
+        assert np.abs(blur - sharp).mean() > 1.0  # really blurred
+        assert np.abs(blur_gamma - blur).mean() > 0.05  # linear-light averaging differs from gamma-encoded
+        assert np.abs(np.diff(sharp, axis=0)).mean(axis=(1, 2, 3)).min() > 1.0  # never static
+
+
+def test_deterministic_for_a_seed(synth_root, tmp_path):
+    make_synthetic_dataset(tmp_path / "a", split="test", sequences=2, frames=4, size=SIZE, seed=0, progress=False)
+    make_synthetic_dataset(tmp_path / "b", split="test", sequences=1, frames=4, size=SIZE, seed=1, progress=False)
+    for name in ("synth_test_000", "synth_test_001"):
+        for kind in ("blur", "blur_gamma", "sharp"):
+            for png in (synth_root / "test" / name / kind).iterdir():
+                assert png.read_bytes() == (tmp_path / "a" / "test" / name / kind / png.name).read_bytes()
+        assert (synth_root / "test" / name / "meta.json").read_text() == (
+            tmp_path / "a" / "test" / name / "meta.json"
+        ).read_text()
+    assert not np.array_equal(
+        _read(tmp_path / "a" / "test" / "synth_test_000" / "sharp"),
+        _read(tmp_path / "b" / "test" / "synth_test_000" / "sharp"),
+    )
+
+
+def test_refuses_to_overwrite_and_checks_arguments(synth_root):
+    with pytest.raises(FileExistsError, match="synth_train_000"):
+        make_synthetic_dataset(synth_root, split="train", sequences=1, frames=4, size=SIZE, progress=False)
+    with pytest.raises(ValueError, match="split"):
+        make_synthetic_dataset(synth_root, split="val", progress=False)
+    with pytest.raises(ValueError, match="16x16"):
+        make_synthetic_dataset(synth_root, size=(8, 8), progress=False)
+    assert parse_size("128x96") == (128, 96) and parse_size("64") == (64, 64)
+    with pytest.raises(ValueError, match="HxW"):
+        parse_size("big")
+
+
+def test_every_photo_is_bundled_offline():
+    for name in PHOTO_FILES:
+        photo = load_photo(name)
+        assert photo.ndim == 3 and photo.shape[-1] == 3 and min(photo.shape[:2]) >= 256
+        assert photo.dtype == np.float32 and 0.0 <= photo.min() and photo.max() <= 1.0

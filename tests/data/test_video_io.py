@@ -1,0 +1,125 @@
+"""Video I/O: real video files made by PyAV, folders of frames in odd modes, and every error path."""
+
+from fractions import Fraction
+
+import av
+import numpy as np
+import pytest
+from PIL import Image
+
+from pipeline_video_deblur.data.video_io import VideoClip, is_video_file, read_video, write_video
+
+
+def _frames(count: int, height: int, width: int) -> np.ndarray:
+    """Smooth, distinct frames (codecs keep them well): gradients that move with the frame index."""
+    y, x = np.mgrid[0:height, 0:width]
+    frames = [
+        np.stack([(x * 3 + 20 * i) % 256, (y * 4 + 10 * i) % 256, np.full_like(x, 40 + 30 * i)], axis=-1)
+        for i in range(count)
+    ]
+    return np.stack(frames).astype(np.uint8)
+
+
+@pytest.mark.parametrize(("suffix", "height", "width"), [(".mp4", 45, 70), (".mp4", 32, 48), (".mkv", 33, 20)])
+def test_video_round_trip_keeps_count_size_and_fps(tmp_path, suffix, height, width):
+    frames = _frames(5, height, width)
+    path = tmp_path / f"clip{suffix}"
+    write_video(frames, path, fps=24.0)
+    clip = read_video(path)
+    assert isinstance(clip, VideoClip)
+    assert clip.frames.dtype == np.uint8
+    assert clip.frames.shape == (5, height, width, 3)
+    assert clip.fps == pytest.approx(24.0)
+    assert clip.names == [f"frame_{i:05d}.png" for i in range(5)]
+    # CRF 12 is close to lossless on smooth frames; in order (each frame's blue level is distinct).
+    assert np.abs(clip.frames.astype(int) - frames.astype(int)).mean() < 3.0
+    assert np.argsort(clip.frames[:, 0, 0, 2]).tolist() == list(range(5))
+    assert list(tmp_path.iterdir()) == [path]  # no temporary file left behind
+
+
+def test_reads_a_video_written_directly_with_pyav(tmp_path):
+    """A codec this module never writes (MPEG-4 part 2), at a fractional frame rate."""
+    path = tmp_path / "direct.avi"
+    frames = _frames(4, 32, 48)
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("mpeg4", rate=Fraction(30000, 1001))
+        stream.width, stream.height, stream.pix_fmt = 48, 32, "yuv420p"
+        stream.options = {"qscale": "2"}
+        for frame in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    clip = read_video(path)
+    assert clip.frames.shape == (4, 32, 48, 3)
+    assert clip.fps == pytest.approx(29.97, abs=0.01)
+    assert read_video(path, fps=12).fps == 12.0
+
+
+def test_folder_of_frames_in_mixed_modes_is_rgb_in_natural_order(tmp_path):
+    base = _frames(1, 16, 24)[0]
+    Image.fromarray(base).convert("RGBA").save(tmp_path / "f2.png")
+    Image.fromarray(base).convert("L").save(tmp_path / "f10.png")
+    Image.fromarray(base).convert("P").save(tmp_path / "f1.png")
+    Image.fromarray(base).save(tmp_path / "f3.jpg", quality=95)
+    (tmp_path / "notes.txt").write_text("not a frame")
+    clip = read_video(tmp_path)
+    assert clip.names == ["f1.png", "f2.png", "f3.jpg", "f10.png"]
+    assert clip.frames.shape == (4, 16, 24, 3) and clip.frames.dtype == np.uint8
+    assert clip.fps == 30.0
+    np.testing.assert_array_equal(clip.frames[1], base)  # RGBA: alpha dropped
+    gray = clip.frames[3]
+    assert (gray[..., 0] == gray[..., 1]).all() and (gray[..., 1] == gray[..., 2]).all()
+    assert read_video(tmp_path, fps=25).fps == 25.0
+
+
+def test_errors_name_the_problem(tmp_path):
+    with pytest.raises(ValueError, match="does not exist"):
+        read_video(tmp_path / "missing.mp4")
+    corrupt = tmp_path / "corrupt.mp4"
+    corrupt.write_bytes(b"\x00\x01 this is not a video" * 50)
+    with pytest.raises(ValueError, match="corrupt.mp4"):
+        read_video(corrupt)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "readme.txt").write_text("no frames here")
+    with pytest.raises(ValueError, match="no image files"):
+        read_video(empty)
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    Image.new("RGB", (8, 8)).save(mixed / "a.png")
+    Image.new("RGB", (9, 8)).save(mixed / "b.png")
+    with pytest.raises(ValueError, match="b.png"):
+        read_video(mixed)
+
+
+def test_write_folder_names_overwrite_and_inputs(tmp_path):
+    frames = _frames(3, 8, 10)
+    out = tmp_path / "out"
+    write_video(frames, out, names=["a.png", "b.png", "c.png"])
+    assert sorted(p.name for p in out.iterdir()) == ["a.png", "b.png", "c.png"]
+    np.testing.assert_array_equal(read_video(out).frames, frames)
+    with pytest.raises(FileExistsError, match="out"):
+        write_video(frames, out)
+    # overwrite with a list of PIL images and default names; the old files are gone.
+    write_video([Image.fromarray(f) for f in frames[:2]], out, overwrite=True)
+    assert sorted(p.name for p in out.iterdir()) == ["frame_00000.png", "frame_00001.png"]
+    # float frames in [0, 1] are rounded; outside [0, 1] is an error, not a clip.
+    write_video(frames / 255.0, tmp_path / "float")
+    np.testing.assert_array_equal(read_video(tmp_path / "float").frames, frames)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        write_video(frames.astype(np.float32), tmp_path / "bad")
+    with pytest.raises(ValueError, match="names"):
+        write_video(frames, tmp_path / "bad", names=["a.png"])
+    video = tmp_path / "clip.mp4"
+    write_video(frames, video)
+    with pytest.raises(FileExistsError, match="clip.mp4"):
+        write_video(frames, video)
+    write_video(frames[:2], video, overwrite=True)
+    assert len(read_video(video)) == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4", "float", "out"]  # nothing temporary left
+
+
+def test_is_video_file():
+    assert is_video_file("a/b.MP4") and is_video_file("x.webm") and is_video_file("x.mov")
+    assert not is_video_file("frames") and not is_video_file("a.png")

@@ -1,0 +1,126 @@
+"""`video-deblur run` as a real subprocess on real video files and frame folders."""
+
+import os
+import subprocess
+import sys
+
+import av
+import numpy as np
+import PIL.Image
+import pytest
+from tiny import tiny_pipeline, tiny_video
+
+from pipeline_video_deblur.data import read_video, write_video
+
+CLI = [sys.executable, "-m", "pipeline_video_deblur.cli"]
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("model") / "tiny"
+    tiny_pipeline().save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def clip_mp4(tmp_path_factory):
+    path = tmp_path_factory.mktemp("clips") / "blurred.mp4"
+    frames = (tiny_video(frames=5, height=36, width=44).permute(0, 2, 3, 1).numpy() * 255).astype(np.uint8)
+    write_video(frames, path, fps=24)
+    return path
+
+
+def video_deblur(*args, check=True):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run([*CLI, *map(str, args)], capture_output=True, text=True, env=env, timeout=300)
+    if check:
+        assert result.returncode == 0, result.stderr
+    return result
+
+
+def test_run_on_an_mp4_keeps_frame_count_size_and_rate(model_dir, clip_mp4, tmp_path):
+    out = tmp_path / "sharp.mp4"
+    result = video_deblur("run", clip_mp4, "-o", out, "--model", model_dir, "--steps", "2", "--num-frames", "4")
+    assert "wrote 5 frames" in result.stdout
+    clip = read_video(out)
+    assert clip.frames.shape == (5, 36, 44, 3)
+    assert abs(clip.fps - 24) < 1e-3
+    with av.open(str(out)) as container:
+        assert container.streams.video[0].codec_context.name in ("h264", "libx264", "mpeg4", "hevc")
+    assert not [p for p in os.listdir(tmp_path) if p != "sharp.mp4"]  # no temporary leftovers
+
+
+def test_run_on_a_folder_writes_pngs_with_the_input_names(model_dir, tmp_path):
+    frames_dir = tmp_path / "frames"
+    frames_dir.mkdir()
+    rng = np.random.default_rng(0)
+    names = ["a_001.png", "a_002.png", "a_010.png"]
+    for i, name in enumerate(names):
+        image = PIL.Image.fromarray(rng.integers(0, 255, (20, 30, 4), dtype=np.uint8), "RGBA")  # RGBA is accepted
+        if i == 1:
+            image = image.convert("L")  # and grayscale
+        image.save(frames_dir / name)
+    out = tmp_path / "out"
+    video_deblur("run", frames_dir, "-o", out, "--model", model_dir, "--steps", "1", "--guidance-scale", "1")
+    assert sorted(os.listdir(out)) == names
+    assert PIL.Image.open(out / "a_010.png").size == (30, 20)
+
+
+def test_existing_output_is_kept_unless_overwrite(model_dir, clip_mp4, tmp_path):
+    out = tmp_path / "exists.mp4"
+    out.write_bytes(b"precious")
+    result = video_deblur("run", clip_mp4, "-o", out, "--model", model_dir, "--steps", "1", check=False)
+    assert result.returncode != 0 and "--overwrite" in result.stderr
+    assert out.read_bytes() == b"precious"
+    video_deblur("run", clip_mp4, "-o", out, "--model", model_dir, "--steps", "1", "--overwrite")
+    assert read_video(out).frames.shape[0] == 5
+
+
+def bad_input_cases(tmp_path, clip_mp4, model_dir):
+    corrupt = tmp_path / "corrupt.mp4"
+    corrupt.write_bytes(b"\x00\x00\x00\x18ftypmp42" + os.urandom(2000))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    PIL.Image.new("RGB", (16, 16)).save(mixed / "0.png")
+    PIL.Image.new("RGB", (20, 16)).save(mixed / "1.png")
+    not_a_model = tmp_path / "not_a_model"
+    not_a_model.mkdir()
+    (not_a_model / "model_index.json").write_text("{}")
+    return {
+        "missing path": ([tmp_path / "nope.mp4", "-o", tmp_path / "o.mp4", "--model", model_dir], "nope.mp4"),
+        "corrupt video": ([corrupt, "-o", tmp_path / "o.mp4", "--model", model_dir], "corrupt.mp4"),
+        "empty folder": ([empty, "-o", tmp_path / "o", "--model", model_dir], "empty"),
+        "mixed sizes": ([mixed, "-o", tmp_path / "o", "--model", model_dir], "size"),
+        "model without components": ([clip_mp4, "-o", tmp_path / "o.mp4", "--model", not_a_model], "unet"),
+        "zero steps": ([clip_mp4, "-o", tmp_path / "o.mp4", "--model", model_dir, "--steps", "0"], "'0'"),
+        "negative strength": ([clip_mp4, "-o", tmp_path / "o.mp4", "--model", model_dir, "--strength", "-1"], "'-1'"),
+        "output is input": ([clip_mp4, "-o", clip_mp4, "--model", model_dir], "input"),
+    }
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "missing path",
+        "corrupt video",
+        "empty folder",
+        "mixed sizes",
+        "model without components",
+        "zero steps",
+        "negative strength",
+        "output is input",
+    ],
+)
+def test_bad_input_gets_one_clear_line_and_no_output(case, tmp_path, clip_mp4, model_dir):
+    args, expected = bad_input_cases(tmp_path, clip_mp4, model_dir)[case]
+    before = sorted(os.listdir(tmp_path))
+    result = video_deblur("run", *args, "--steps", "1", check=False) if "--steps" not in map(str, args) else (
+        video_deblur("run", *args, check=False)
+    )
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip() and "Warning" not in line]
+    assert expected in lines[-1], result.stderr
+    assert sorted(os.listdir(tmp_path)) == before  # no output file, no leftovers

@@ -1,0 +1,274 @@
+"""The training scripts as real subprocesses, 2 steps each on tiny components and tiny synthetic data."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from train_helpers import PYTHON, TINY_TRAIN_FLAGS, TRAIN, run_script
+
+from pipeline_video_deblur import VideoDeblurPipeline
+
+ACCELERATE_CPU = [
+    PYTHON, "-m", "accelerate.commands.launch",
+    "--cpu", "--num_processes", "1", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+]  # fmt: skip
+
+TINY_STAGE0 = [
+    "--unet_block_out_channels", "16,32",
+    "--unet_attention_head_dim", "4",
+    "--cross_attention_dim", "16",
+    "--clip_hidden_size", "16",
+    "--clip_layers", "1",
+    "--clip_image_size", "32",
+    "--clip_patch_size", "8",
+]  # fmt: skip
+
+
+def weights(folder: Path) -> dict[str, torch.Tensor]:
+    files = sorted(folder.glob("*.safetensors"))
+    assert files, f"no weights in {folder}"
+    state = {}
+    for f in files:
+        state.update(load_file(f))
+    return state
+
+
+def changed(a: dict, b: dict) -> set[str]:
+    assert a.keys() == b.keys()
+    return {k for k in a if not torch.equal(a[k], b[k])}
+
+
+def clip(frames: int = 4, size: int = 32) -> torch.Tensor:
+    from tiny import tiny_video
+
+    return tiny_video(frames=frames, height=size, width=size, seed=3)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Stage 0
+
+
+def test_stage0_pixel_shuffle_with_accelerate_launch(tmp_path, train_data):
+    out = tmp_path / "stage0"
+    run_script(
+        [TRAIN / "stage0_pretrain.py", "--train_data_dir", train_data, "--output_dir", out, "--max_train_steps", "2",
+         "--checkpointing_steps", "1", "--checkpoints_total_limit", "1", *TINY_STAGE0, *TINY_TRAIN_FLAGS],
+        launcher=ACCELERATE_CPU,
+    )  # fmt: skip
+    # The T2V layout `video-deblur convert` takes, model_index.json written last.
+    for name in ("unet/config.json", "vae/config.json", "scheduler/scheduler_config.json", "image_encoder/config.json",
+                 "image_encoder/preprocessor_config.json", "model_index.json", "loss_log.csv"):  # fmt: skip
+        assert (out / name).is_file(), name
+    assert [p.name for p in out.glob("checkpoint-*")] == ["checkpoint-2"]  # total limit 1
+    assert not list(out.glob("*.tmp"))
+    assert len((out / "loss_log.csv").read_text().strip().splitlines()) == 3  # header + 2 steps
+    assert list((out / "validation").glob("*.png"))
+
+    from diffusers import DDIMScheduler, UNet3DConditionModel
+    from transformers import CLIPVisionModelWithProjection
+
+    unet = UNet3DConditionModel.from_pretrained(out / "unet")
+    assert unet.config.in_channels == unet.config.out_channels == 12  # pixel unshuffle x2 of RGB
+    assert unet.config.sample_size == 16  # latent training size: the pipeline's default tile
+    assert DDIMScheduler.from_pretrained(out / "scheduler").config.prediction_type == "v_prediction"
+    encoder = CLIPVisionModelWithProjection.from_pretrained(out / "image_encoder")
+    assert encoder.config.projection_dim == unet.config.cross_attention_dim
+    vae_config = json.loads((out / "vae" / "config.json").read_text())
+    assert vae_config["_class_name"] == "PixelShuffleVAE" and vae_config["scaling_factor"] > 0
+
+    # Through the converter, as a public checkpoint would go.
+    from pipeline_video_deblur.convert import convert_t2v_to_deblur
+
+    try:
+        convert_t2v_to_deblur(out, out / "image_encoder", tmp_path / "converted", clip_format="transformers")
+    except ValueError as error:
+        if "latent channels" in str(error):
+            pytest.xfail(f"the converter does not load a PixelShuffleVAE T2V folder yet: {error}")
+        raise
+    pipe = VideoDeblurPipeline.from_pretrained(tmp_path / "converted")
+    pipe.set_progress_bar_config(disable=True)
+    frames = pipe(clip(), num_inference_steps=1, guidance_scale=1.0, output_type="np").frames[0]
+    assert frames.shape == (4, 32, 32, 3)
+
+
+def test_stage0_autoencoder_kl_then_convert(tmp_path, train_data):
+    out = tmp_path / "stage0_kl"
+    run_script(
+        [TRAIN / "stage0_pretrain.py", "--train_data_dir", train_data, "--output_dir", out, "--max_train_steps", "1",
+         "--vae_type", "autoencoder_kl", "--vae_train_steps", "2", "--vae_block_out_channels", "8,16",
+         "--vae_frames_per_step", "2", *TINY_STAGE0, *TINY_TRAIN_FLAGS, "--num_validation_clips", "0"],
+    )  # fmt: skip
+    from diffusers import AutoencoderKL
+
+    vae = AutoencoderKL.from_pretrained(out / "vae")
+    assert vae.config.latent_channels == 4 and vae.config.scaling_factor != 1.0  # measured: 1 / latent std
+
+    from pipeline_video_deblur.convert import convert_t2v_to_deblur
+
+    convert_t2v_to_deblur(out, out / "image_encoder", tmp_path / "converted", clip_format="transformers")
+    pipe = VideoDeblurPipeline.from_pretrained(tmp_path / "converted")
+    pipe.set_progress_bar_config(disable=True)
+    frames = pipe(clip(), num_inference_steps=1, guidance_scale=1.0, output_type="np").frames[0]
+    assert frames.shape == (4, 32, 32, 3)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Stage 1
+
+
+def test_stage1_changes_only_blur_encoder_and_condition_channels(stage1_run, tiny_pipeline_dir):
+    before, after = tiny_pipeline_dir, stage1_run
+    # Every frozen component is bit-identical.
+    for name in ("vae", "image_encoder"):
+        assert not changed(weights(before / name), weights(after / name)), name
+    for name in ("scheduler/scheduler_config.json", "feature_extractor/preprocessor_config.json"):
+        assert (before / name).read_text() == (after / name).read_text()
+    # The UNet: only conv_in.weight changed, and only its condition channels.
+    unet_before, unet_after = weights(before / "unet"), weights(after / "unet")
+    assert changed(unet_before, unet_after) == {"conv_in.weight"}
+    latent_channels = json.loads((after / "unet" / "config.json").read_text())["out_channels"]
+    w0, w1 = unet_before["conv_in.weight"], unet_after["conv_in.weight"]
+    assert torch.equal(w0[:, :latent_channels], w1[:, :latent_channels])  # pretrained channels bit-identical
+    assert not torch.equal(w0[:, latent_channels:], w1[:, latent_channels:])
+    # The blur encoder learned.
+    assert changed(weights(before / "blur_encoder"), weights(after / "blur_encoder"))
+    # Logs, validation, checkpoints, a loadable pipeline.
+    rows = (after / "loss_log.csv").read_text().strip().splitlines()
+    assert rows[0].startswith("step,") and len(rows) == 3
+    assert "psnr" in (after / "validation_log.csv").read_text()
+    assert list((after / "validation").glob("step-*.png"))
+    assert sorted(p.name for p in after.glob("checkpoint-*")) == ["checkpoint-1", "checkpoint-2"]
+    pipe = VideoDeblurPipeline.from_pretrained(after)
+    assert pipe.config.residual is False
+
+
+def test_clear_errors_before_training(tmp_path, train_data, tiny_pipeline_dir):
+    base = [TRAIN / "stage1_blur_encoder.py", "--pretrained_model_name_or_path", tiny_pipeline_dir,
+            "--max_train_steps", "1", *TINY_TRAIN_FLAGS]  # fmt: skip
+    # All four in one subprocess: each is raised before any training step.
+    script = f"""
+import sys
+sys.path.insert(0, {str(TRAIN)!r})
+import stage1_blur_encoder as s
+cases = {{
+    "missing": ["--train_data_dir", {str(tmp_path / "nowhere")!r}, "--output_dir", {str(tmp_path / "o1")!r}],
+    "short": ["--train_data_dir", {str(train_data)!r}, "--output_dir", {str(tmp_path / "o2")!r}, "--num_frames", "7"],
+    "resolution": ["--train_data_dir", {str(train_data)!r}, "--output_dir", {str(tmp_path / "o3")!r}, "--resolution", "30"],
+    "output_is_input": ["--train_data_dir", {str(train_data)!r}, "--output_dir", {str(tiny_pipeline_dir)!r}],
+}}
+base = {[str(a) for a in base[1:]]!r}
+for name, extra in cases.items():
+    try:
+        s.main(s.parse_args(base + extra))
+    except (ValueError, FileNotFoundError) as error:
+        print(name, "::", error)
+    else:
+        print(name, ":: NO ERROR")
+"""
+    result = run_script(["-c", script])
+    lines = dict(line.split(" :: ", 1) for line in result.stdout.splitlines() if " :: " in line)
+    assert "does not exist" in lines["missing"]
+    assert "fewer than num_frames=7" in lines["short"] and "--num_frames 7" in lines["short"]
+    assert "--resolution 30 is not a multiple of 4" in lines["resolution"]
+    assert "overlaps the input" in lines["output_is_input"]
+    assert not (tmp_path / "o2" / "checkpoint-1").exists()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Stage 2
+
+
+def test_stage2_full_finetune_changes_unet_and_keeps_residual(tmp_path, stage1_run, train_data):
+    out = tmp_path / "stage2"
+    run_script(
+        [TRAIN / "stage2_finetune.py", "--pretrained_model_name_or_path", stage1_run, "--train_data_dir", train_data,
+         "--output_dir", out, "--max_train_steps", "2", "--learning_rate", "1e-3", "--residual", *TINY_TRAIN_FLAGS]
+    )  # fmt: skip
+    unet_changed = changed(weights(stage1_run / "unet"), weights(out / "unet"))
+    assert len(unet_changed) > 10 and "conv_in.bias" in unet_changed  # the whole UNet trains now
+    assert changed(weights(stage1_run / "blur_encoder"), weights(out / "blur_encoder"))
+    for name in ("vae", "image_encoder"):
+        assert not changed(weights(stage1_run / name), weights(out / name)), name
+    pipe = VideoDeblurPipeline.from_pretrained(out)
+    assert pipe.config.residual is True  # --residual is saved with the pipeline
+
+
+def test_stage2_lora_saves_loads_and_fuses(tmp_path, stage1_run, train_data):
+    out = tmp_path / "stage2_lora"
+    run_script(
+        [TRAIN / "stage2_finetune.py", "--pretrained_model_name_or_path", stage1_run, "--train_data_dir", train_data,
+         "--output_dir", out, "--max_train_steps", "2", "--learning_rate", "1e-2", "--lora_rank", "4",
+         *TINY_TRAIN_FLAGS]
+    )  # fmt: skip
+    lora = load_file(out / "pytorch_lora_weights.safetensors")
+    assert lora and all(k.startswith("unet.") for k in lora)
+    assert any(k.endswith("to_q.lora.down.weight") for k in lora) and any(
+        k.endswith("to_out.0.lora.up.weight") for k in lora
+    )
+    assert {v.shape[0] for k, v in lora.items() if k.endswith("lora.down.weight")} == {4}
+    # Base weights untouched except through the fused LoRA; blur encoder frozen.
+    assert not changed(weights(stage1_run / "blur_encoder"), weights(out / "blur_encoder"))
+    assert changed(weights(stage1_run / "unet"), weights(out / "unet"))
+
+    from pipeline_video_deblur.lora import fuse_lora, load_lora
+
+    def run(pipe):
+        pipe.set_progress_bar_config(disable=True)
+        generator = torch.Generator().manual_seed(0)
+        return pipe(clip(), num_inference_steps=2, guidance_scale=2.0, generator=generator, output_type="pt").frames[0]
+
+    base = run(VideoDeblurPipeline.from_pretrained(stage1_run))
+    pipe = VideoDeblurPipeline.from_pretrained(stage1_run)
+    load_lora(pipe, out)
+    unfused = run(pipe)
+    assert not torch.allclose(unfused, base, atol=1e-4)  # the adapters do something
+    fuse_lora(pipe)
+    assert not any("lora" in name for name, _ in pipe.unet.named_parameters())
+    fused = run(pipe)
+    torch.testing.assert_close(fused, unfused, atol=1e-4, rtol=1e-4)
+    saved = run(VideoDeblurPipeline.from_pretrained(out))  # the saved pipeline has them fused in
+    torch.testing.assert_close(saved, unfused, atol=1e-4, rtol=1e-4)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Resume
+
+
+def test_resume_from_latest_checkpoint_matches_uninterrupted_run(tmp_path, stage1_run, tiny_pipeline_dir, train_data):
+    common = ["--pretrained_model_name_or_path", tiny_pipeline_dir, "--train_data_dir", train_data,
+              "--checkpointing_steps", "1", "--use_ema", "--learning_rate", "1e-3", *TINY_TRAIN_FLAGS]  # fmt: skip
+    # `stage1_run` stopped after 2 steps (checkpoints 1 and 2); a half-written checkpoint must be ignored.
+    resumed = tmp_path / "resumed"
+    shutil.copytree(stage1_run, resumed)
+    shutil.copytree(resumed / "checkpoint-1", resumed / "checkpoint-3.tmp")
+    run_script([TRAIN / "stage1_blur_encoder.py", *common, "--output_dir", resumed, "--max_train_steps", "4",
+                "--resume_from_checkpoint", "latest"])  # fmt: skip
+    straight = tmp_path / "straight"
+    run_script([TRAIN / "stage1_blur_encoder.py", *common, "--output_dir", straight, "--max_train_steps", "4"])
+
+    for out in (resumed, straight):
+        steps = [line.split(",")[0] for line in (out / "loss_log.csv").read_text().strip().splitlines()[1:]]
+        assert steps == ["1", "2", "3", "4"]
+        assert (out / "checkpoint-4").is_dir() and not list(out.glob("*.tmp"))
+    # Same global step, and (CPU, deterministic data order and noise) the same losses and weights.
+    loss_resumed = (resumed / "loss_log.csv").read_text().splitlines()
+    loss_straight = (straight / "loss_log.csv").read_text().splitlines()
+    column = loss_resumed[0].split(",").index("loss")
+    assert [r.split(",")[column] for r in loss_resumed[1:]] == [r.split(",")[column] for r in loss_straight[1:]]
+    for name in ("blur_encoder", "unet"):
+        a, b = weights(resumed / name), weights(straight / name)
+        for key in a:
+            torch.testing.assert_close(a[key], b[key], atol=0, rtol=0, msg=f"{name}.{key}")
+    ema_a = torch.load(resumed / "checkpoint-4" / "custom_checkpoint_1.pkl", weights_only=False)
+    ema_b = torch.load(straight / "checkpoint-4" / "custom_checkpoint_1.pkl", weights_only=False)
+    assert ema_a["optimization_step"] == ema_b["optimization_step"] == 4
+
+
+if __name__ == "__main__":
+    sys.exit(pytest.main([__file__, "-q"]))

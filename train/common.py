@@ -1,0 +1,786 @@
+"""What the three training scripts share: flags, data, checkpoints, logs, validation images and the loop.
+
+The scripts are run as `python train/stageN_*.py` or `accelerate launch train/stageN_*.py`; each puts its own
+folder on `sys.path` and imports this module. Nothing here is part of the installed package.
+
+Reproducibility and resume (`--resume_from_checkpoint latest`):
+
+- the data order is a function of (`--seed`, epoch) only (`EpochSampler`), and every clip's random crop and
+  flips are drawn from an RNG seeded by (`--seed`, epoch, index) (`SeededItems`), so the batches after a resume
+  are the ones an uninterrupted run would have seen, whatever the number of data workers;
+- the noise, timesteps and condition-dropout draws come from one generator (`NoiseRNG`) saved in every
+  checkpoint with the model, optimiser, LR scheduler and EMA weights;
+- a checkpoint is written to `checkpoint-<step>.tmp` and renamed to `checkpoint-<step>` when complete, so a
+  killed run never leaves a half-written folder that `latest` would pick.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import math
+import os
+import random
+import re
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+logger = logging.getLogger("train")
+
+CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
+LOSS_LOG = "loss_log.csv"
+VALIDATION_LOG = "validation_log.csv"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Flags
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not values or any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers, got {text!r}")
+    return values
+
+
+def add_common_args(parser: argparse.ArgumentParser, learning_rate: float = 5e-5) -> argparse.ArgumentParser:
+    """The flags every stage takes, named as in the diffusers training examples."""
+    data = parser.add_argument_group("data")
+    data.add_argument(
+        "--train_data_dir",
+        required=True,
+        help="dataset root: GoPro layout ({train,test}/<seq>/{blur,sharp}) or DVD layout",
+    )
+    data.add_argument("--dataset", choices=["gopro", "dvd"], default="gopro", help="layout of --train_data_dir")
+    data.add_argument("--blur_dir", default="blur", help="GoPro blurred-frame folder: blur (default) or blur_gamma")
+    data.add_argument("--num_frames", type=int, default=16, help="frames per training clip (paper: 16)")
+    data.add_argument("--resolution", type=int, default=256, help="side of the random square crops (paper: 256)")
+    data.add_argument("--train_batch_size", type=int, default=1, help="clips per device per step")
+    data.add_argument("--dataloader_num_workers", type=int, default=0, help="0 loads in the main process")
+
+    opt = parser.add_argument_group("optimisation")
+    opt.add_argument("--max_train_steps", type=int, default=1000, help="optimiser steps in all (resume included)")
+    opt.add_argument("--gradient_accumulation_steps", type=int, default=1)
+    opt.add_argument("--learning_rate", type=float, default=learning_rate)
+    opt.add_argument("--scale_lr", action="store_true", help="multiply the LR by batch x accumulation x processes")
+    opt.add_argument(
+        "--lr_scheduler",
+        default="constant",
+        choices=["linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup"],
+    )
+    opt.add_argument("--lr_warmup_steps", type=int, default=0)
+    opt.add_argument("--adam_beta1", type=float, default=0.9)
+    opt.add_argument("--adam_beta2", type=float, default=0.999)
+    opt.add_argument("--adam_weight_decay", type=float, default=1e-2)
+    opt.add_argument("--adam_epsilon", type=float, default=1e-8)
+    opt.add_argument("--max_grad_norm", type=float, default=1.0, help="gradient clipping; 0 disables it")
+    opt.add_argument(
+        "--mixed_precision", choices=["no", "fp16", "bf16"], default=None, help="defaults to accelerate's config"
+    )
+    opt.add_argument(
+        "--gradient_checkpointing", action="store_true", help="recompute activations: less memory, ~30%% slower"
+    )
+    opt.add_argument("--allow_tf32", action="store_true", help="TF32 matmuls on Ampere+ GPUs")
+    opt.add_argument(
+        "--use_ema", action="store_true", help="keep an EMA of the trained weights; used for validation and saving"
+    )
+    opt.add_argument("--ema_decay", type=float, default=0.9999)
+    opt.add_argument(
+        "--condition_dropout", type=float, default=0.1, help="probability of zeroing a sample's image tokens (for CFG)"
+    )
+    opt.add_argument("--seed", type=int, default=0)
+
+    ckpt = parser.add_argument_group("checkpoints and logs")
+    ckpt.add_argument(
+        "--output_dir", required=True, help="where checkpoints, logs, validation images and the model go"
+    )
+    ckpt.add_argument("--checkpointing_steps", type=int, default=500, help="save a resumable checkpoint every N steps")
+    ckpt.add_argument("--checkpoints_total_limit", type=int, default=None, help="keep at most N checkpoints")
+    ckpt.add_argument("--resume_from_checkpoint", default=None, help="'latest' or a checkpoint folder")
+    ckpt.add_argument("--report_to", default="tensorboard", help="tensorboard, wandb, all or none")
+    ckpt.add_argument("--logging_dir", default="logs", help="tracker folder, relative to --output_dir")
+    ckpt.add_argument(
+        "--validation_steps", type=int, default=500, help="validate every N steps (0: never, except at the end)"
+    )
+    ckpt.add_argument(
+        "--num_validation_clips", type=int, default=2, help="held-out clips (test split) used for validation"
+    )
+    ckpt.add_argument("--validation_inference_steps", type=int, default=10)
+    ckpt.add_argument(
+        "--validation_resolution",
+        type=int,
+        default=None,
+        help="centre crop of the validation clips; defaults to --resolution",
+    )
+    ckpt.add_argument(
+        "--validation_num_frames",
+        type=int,
+        default=None,
+        help="frames of the validation clips; defaults to --num_frames",
+    )
+    return parser
+
+
+def check_common_args(args: argparse.Namespace) -> None:
+    """Option errors that need no file access, raised before anything is loaded."""
+    positive = [
+        "num_frames",
+        "resolution",
+        "train_batch_size",
+        "max_train_steps",
+        "gradient_accumulation_steps",
+        "checkpointing_steps",
+    ]
+    for name in positive:
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name} must be at least 1, got {getattr(args, name)}")
+    if not 0 <= args.condition_dropout < 1:
+        raise ValueError(f"--condition_dropout must be in [0, 1), got {args.condition_dropout}")
+    if args.checkpoints_total_limit is not None and args.checkpoints_total_limit < 1:
+        raise ValueError(f"--checkpoints_total_limit must be at least 1, got {args.checkpoints_total_limit}")
+    if args.validation_steps < 0 or args.num_validation_clips < 0:
+        raise ValueError("--validation_steps and --num_validation_clips must be non-negative")
+    if args.dataloader_num_workers < 0:
+        raise ValueError(f"--dataloader_num_workers must be non-negative, got {args.dataloader_num_workers}")
+    args.validation_resolution = args.validation_resolution or args.resolution
+    args.validation_num_frames = args.validation_num_frames or args.num_frames
+
+
+def check_resolution(resolution: int, multiple: int, what: str, flag: str = "--resolution") -> None:
+    if resolution % multiple:
+        raise ValueError(
+            f"{flag} {resolution} is not a multiple of {multiple} ({what}); use e.g. "
+            f"{max(multiple, resolution // multiple * multiple)} or {(resolution // multiple + 1) * multiple}"
+        )
+
+
+def check_output_dir(output_dir: str | os.PathLike, inputs: dict[str, str | os.PathLike | None]) -> Path:
+    """Refuse an output folder that is an input, lies inside one, or contains one (the model would overwrite it)."""
+    out = Path(output_dir).resolve()
+    for flag, path in inputs.items():
+        if path is None or not os.path.exists(path):
+            continue
+        source = Path(path).resolve()
+        if out == source or source in out.parents or out in source.parents:
+            raise ValueError(
+                f"--output_dir {output_dir} overlaps the input {flag} {path}; the trained model would be written into "
+                "(or over) its own input. Choose another folder."
+            )
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Data
+
+
+class EpochSampler(torch.utils.data.Sampler):
+    """A random order that depends on (seed, epoch) only; yields `epoch * n + index` (decoded by `SeededItems`).
+
+    Every process builds the same order (accelerate shards the batches), and a resumed run rebuilds the order of
+    the interrupted epoch exactly, so `accelerator.skip_first_batches` can skip what was already consumed.
+    """
+
+    def __init__(self, size: int, seed: int):
+        self.size, self.seed, self.epoch = size, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        offset = self.epoch * self.size
+        return iter((offset + torch.randperm(self.size, generator=generator)).tolist())
+
+
+class SeededItems(torch.utils.data.Dataset):
+    """Wraps a dataset whose items draw random crops / flips from the global RNGs (python, numpy, torch):
+    item `epoch * n + i` is item `i` drawn with every global RNG seeded by (seed, epoch, i), then restored."""
+
+    def __init__(self, dataset, seed: int):
+        self.dataset, self.seed = dataset, seed
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, virtual_index: int):
+        epoch, index = divmod(int(virtual_index), len(self.dataset))
+        state = np.random.SeedSequence([self.seed, epoch, index]).generate_state(2)
+        python_state, numpy_state = random.getstate(), np.random.get_state()
+        with torch.random.fork_rng(devices=[]):
+            random.seed(int(state[0]))
+            np.random.seed(int(state[1]))
+            torch.manual_seed(int(state[0]) ^ int(state[1]))
+            try:
+                return self.dataset[index]
+            finally:
+                random.setstate(python_state)
+                np.random.set_state(numpy_state)
+
+
+def load_dataset(args: argparse.Namespace, split: str, crop_size: int | None, num_frames: int, augment: bool):
+    """Training windows of `split` (GoPro or DVD layout), with clear errors, before any training, for a missing
+    folder, sequences shorter than `num_frames` and frames smaller than `crop_size`."""
+    from PIL import Image as PILImage
+
+    from pipeline_video_deblur.data.datasets import DVDDataset, GoProDataset
+
+    root = Path(args.train_data_dir)
+    if not root.is_dir():
+        raise FileNotFoundError(f"--train_data_dir {root} does not exist or is not a folder")
+    try:
+        if args.dataset == "gopro":
+            dataset = GoProDataset(
+                root,
+                split,
+                num_frames=num_frames,
+                crop_size=crop_size,
+                blur_dir=args.blur_dir,
+                augment=augment,
+                whole_sequences=False,
+            )
+        else:
+            dataset = DVDDataset(
+                root, split, num_frames=num_frames, crop_size=crop_size, augment=augment, whole_sequences=False
+            )
+    except ValueError as error:
+        raise ValueError(f"--train_data_dir {root} ({split} split, --num_frames {num_frames}): {error}") from None
+    if crop_size is not None:
+        for sequence in dataset.sequences:
+            with PILImage.open(sequence.sharp[0]) as image:
+                width, height = image.size
+            if height < crop_size or width < crop_size:
+                raise ValueError(
+                    f"sequence {sequence.name!r} in {root} ({split}) has {height}x{width} (HxW) frames, smaller than "
+                    f"the {crop_size}x{crop_size} crops asked for (--resolution / --validation_resolution)"
+                )
+    return dataset
+
+
+def make_train_dataloader(args: argparse.Namespace, dataset) -> tuple[torch.utils.data.DataLoader, EpochSampler]:
+    if len(dataset) < args.train_batch_size:
+        raise ValueError(f"{len(dataset)} training clips are fewer than --train_batch_size {args.train_batch_size}")
+    sampler = EpochSampler(len(dataset), args.seed)
+    loader = torch.utils.data.DataLoader(
+        SeededItems(dataset, args.seed),
+        batch_size=args.train_batch_size,
+        sampler=sampler,
+        drop_last=True,
+        num_workers=args.dataloader_num_workers,
+        persistent_workers=False,
+        pin_memory=torch.cuda.is_available(),
+    )
+    return loader, sampler
+
+
+def validation_clips(args: argparse.Namespace) -> list[dict]:
+    """Up to `--num_validation_clips` held-out clips: the first `--validation_num_frames` frames of test-split
+    sequences (spread over them), centre-cropped to `--validation_resolution`. [] (with a warning) if none."""
+    if args.num_validation_clips == 0:
+        return []
+    try:
+        dataset = load_dataset(args, "test", None, args.validation_num_frames, augment=False)
+    except (FileNotFoundError, ValueError) as error:
+        logger.warning(f"validation disabled, no held-out clips: {error}")
+        return []
+    firsts = [i for i, (_, start) in enumerate(dataset.windows) if start == 0]  # one window per sequence
+    count = min(args.num_validation_clips, len(firsts))
+    picks = [firsts[i] for i in np.linspace(0, len(firsts) - 1, count).round().astype(int).tolist()]
+    size = args.validation_resolution
+    clips = []
+    for index in picks:
+        item = dataset[index]
+        height, width = item["sharp"].shape[-2:]
+        if height < size or width < size:
+            raise ValueError(
+                f"test sequence {item['sequence']!r} has {height}x{width} frames, smaller than --validation_resolution {size}"
+            )
+        top, left = (height - size) // 2, (width - size) // 2
+        crop = (..., slice(top, top + size), slice(left, left + size))
+        clips.append(
+            {
+                "blur": item["blur"][crop].contiguous(),
+                "sharp": item["sharp"][crop].contiguous(),
+                "sequence": item["sequence"],
+            }
+        )
+    return clips
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Random draws
+
+
+class NoiseRNG:
+    """The generator of the training noise, timesteps and dropout draws; saved in checkpoints (state_dict)."""
+
+    def __init__(self, device: torch.device, seed: int):
+        self.generator = torch.Generator(device=device).manual_seed(seed)
+
+    def state_dict(self) -> dict:
+        return {"state": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["state"])
+
+
+def diffusion_draws(rng: NoiseRNG, shape: tuple[int, ...], num_train_timesteps: int, condition_dropout: float, device):
+    """Noise (shape), timesteps (B,) uniform in [0, T), and a keep mask (B,) that is 0 with prob. `condition_dropout`."""
+    g = rng.generator
+    noise = torch.randn(shape, generator=g, device=device)
+    timesteps = torch.randint(0, num_train_timesteps, (shape[0],), generator=g, device=device)
+    keep = (torch.rand(shape[0], generator=g, device=device) >= condition_dropout).float()
+    return noise, timesteps, keep
+
+
+def clip_embed(encoder, frames: torch.Tensor, mean, std) -> torch.Tensor:
+    """CLIP image embeddings (N, D) of frames (N, 3, H, W) in [0, 1]: resized to the encoder's size and normalised
+    exactly as `VideoDeblurPipeline.encode_image` does, so stage 0 trains on the inputs the pipeline gives."""
+    size = encoder.config.image_size
+    mean = torch.tensor(mean, device=frames.device).view(1, 3, 1, 1)
+    std = torch.tensor(std, device=frames.device).view(1, 3, 1, 1)
+    pixels = torch.nn.functional.interpolate(
+        frames.float(), size=(size, size), mode="bicubic", antialias=True, align_corners=False
+    )
+    pixels = ((pixels.clamp(0, 1) - mean) / std).to(dtype=encoder.dtype)
+    return encoder(pixel_values=pixels).image_embeds
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Checkpoints and atomic saving
+
+
+def list_checkpoints(output_dir: str | os.PathLike) -> list[tuple[int, Path]]:
+    """Complete checkpoints (`checkpoint-<step>`; never the `.tmp` of an interrupted save), oldest first."""
+    out = Path(output_dir)
+    if not out.is_dir():
+        return []
+    found = []
+    for path in out.iterdir():
+        match = CHECKPOINT_PATTERN.match(path.name)
+        if match and path.is_dir():
+            found.append((int(match.group(1)), path))
+    return sorted(found)
+
+
+def resolve_resume_checkpoint(args: argparse.Namespace) -> Path | None:
+    if args.resume_from_checkpoint is None:
+        return None
+    if args.resume_from_checkpoint == "latest":
+        checkpoints = list_checkpoints(args.output_dir)
+        return checkpoints[-1][1] if checkpoints else None
+    path = Path(args.resume_from_checkpoint)
+    if not path.is_dir():
+        path = Path(args.output_dir) / args.resume_from_checkpoint
+    if not path.is_dir() or not CHECKPOINT_PATTERN.match(path.name):
+        raise FileNotFoundError(
+            f"--resume_from_checkpoint {args.resume_from_checkpoint}: no complete checkpoint-<step> folder there"
+        )
+    return path
+
+
+def save_checkpoint(accelerator, output_dir: str | os.PathLike, step: int, total_limit: int | None) -> Path:
+    """`accelerator.save_state` into `checkpoint-<step>.tmp`, renamed once every process has written its part."""
+    out = Path(output_dir)
+    final = out / f"checkpoint-{step}"
+    tmp = out / f"checkpoint-{step}.tmp"
+    if accelerator.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if total_limit is not None:
+            old = [path for s, path in list_checkpoints(out) if s != step]
+            for path in old[: max(0, len(old) - (total_limit - 1))]:
+                shutil.rmtree(path, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(tmp))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    accelerator.wait_for_everyone()
+    return final
+
+
+def remove_stale_tmp(output_dir: Path) -> None:
+    """Delete the leftovers of interrupted saves (`*.tmp` folders): they are never complete."""
+    if output_dir.is_dir():
+        for path in output_dir.iterdir():
+            if path.name.endswith(".tmp") and path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+
+
+def publish_folder(tmp: Path, output_dir: Path, marker: str) -> None:
+    """Move the entries of the finished `tmp` folder into `output_dir`, `marker` (e.g. model_index.json) last.
+
+    The folder is a complete model exactly when the marker file exists: it is removed first, each component
+    folder replaced by a rename, and the marker renamed into place only after all of them.
+    """
+    (output_dir / marker).unlink(missing_ok=True)
+    entries = sorted(tmp.iterdir(), key=lambda p: p.name == marker)
+    for entry in entries:
+        target = output_dir / entry.name
+        if target.is_dir() and not target.is_symlink():
+            shutil.rmtree(target)
+        elif target.exists():
+            target.unlink()
+        os.replace(entry, target)
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Logs, metrics and images
+
+
+class LossLog:
+    """`loss_log.csv` in the output folder: one row per optimiser step, written in batches (no per-step I/O)."""
+
+    def __init__(self, output_dir: Path, enabled: bool, resume_step: int, flush_every: int = 50):
+        self.path = output_dir / LOSS_LOG
+        self.enabled, self.flush_every = enabled, flush_every
+        self.rows: list[dict] = []
+        self.fields: list[str] | None = None
+        if enabled and self.path.is_file():
+            # Rows after the resumed step were written by the interrupted run and are replayed: drop them.
+            with open(self.path, newline="") as f:
+                reader = csv.DictReader(f)
+                self.fields = reader.fieldnames
+                kept = [row for row in reader if int(row["step"]) <= resume_step]
+            with open(self.path, "w", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=self.fields)
+                writer.writeheader()
+                writer.writerows(kept)
+
+    def add(self, row: dict) -> None:
+        if not self.enabled:
+            return
+        self.rows.append(row)
+        if len(self.rows) >= self.flush_every:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.enabled or not self.rows:
+            return
+        if self.fields is None:
+            self.fields = list(self.rows[0])
+        new = not self.path.is_file()
+        with open(self.path, "a", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=self.fields, extrasaction="ignore")
+            if new:
+                writer.writeheader()
+            writer.writerows(self.rows)
+        self.rows = []
+
+
+def append_validation_log(output_dir: Path, row: dict) -> None:
+    path = output_dir / VALIDATION_LOG
+    new = not path.is_file()
+    with open(path, "a", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(row))
+        if new:
+            writer.writeheader()
+        writer.writerow(row)
+
+
+def psnr(output: torch.Tensor, target: torch.Tensor) -> float:
+    """PSNR in dB of clips (F, 3, H, W) in [0, 1]: per frame after rounding to uint8 (BasicSR), averaged over frames.
+    Uses the project's metric when `pipeline_video_deblur.metrics` provides one."""
+    try:
+        from pipeline_video_deblur.metrics import psnr as project_psnr  # noqa: F401
+    except ImportError:
+        project_psnr = None
+    if project_psnr is not None:
+        try:
+            return float(project_psnr(output, target))
+        except Exception:  # a different signature: fall back to the inline formula below
+            pass
+    a = (output.float().clamp(0, 1) * 255).round()
+    b = (target.float().clamp(0, 1) * 255).round()
+    mse = ((a - b) ** 2).flatten(1).mean(dim=1)  # (F,)
+    values = 10 * torch.log10(255.0**2 / mse.clamp_min(1e-10))
+    return float(values.mean())
+
+
+def to_uint8(frame: torch.Tensor) -> np.ndarray:
+    """(3, H, W) in [0, 1] -> (H, W, 3) uint8."""
+    return (frame.detach().float().clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
+
+
+def save_comparison(rows: list[list[torch.Tensor]], path: Path, gap: int = 2) -> np.ndarray:
+    """Save a grid of frames (3, H, W) in [0, 1]: one row per clip (e.g. blurred | output | sharp). Returns it."""
+    tiles = [[to_uint8(f) for f in row] for row in rows]
+    height = max(t.shape[0] for row in tiles for t in row)
+    width = max(sum(t.shape[1] for t in row) + gap * (len(row) - 1) for row in tiles)
+    grid = np.full((len(tiles) * (height + gap) - gap, width, 3), 255, dtype=np.uint8)
+    for r, row in enumerate(tiles):
+        x = 0
+        for tile in row:
+            y = r * (height + gap)
+            grid[y : y + tile.shape[0], x : x + tile.shape[1]] = tile
+            x += tile.shape[1] + gap
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(grid).save(path)
+    return grid
+
+
+def log_image(accelerator, name: str, image: np.ndarray, step: int) -> None:
+    for tracker in accelerator.trackers:
+        if tracker.name == "tensorboard":
+            tracker.writer.add_image(name, image, step, dataformats="HWC")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Accelerator, optimiser, loop
+
+
+def make_accelerator(args: argparse.Namespace, project_name: str):
+    from accelerate import Accelerator
+    from accelerate.utils import ProjectConfiguration, set_seed
+
+    output_dir = Path(args.output_dir)
+    report_to = None if args.report_to in (None, "", "none") else args.report_to
+    if report_to == "tensorboard":
+        try:
+            import tensorboard  # noqa: F401
+        except ImportError:
+            raise ImportError(
+                "--report_to tensorboard needs the tensorboard package (pip install tensorboard), or pass --report_to none"
+            ) from None
+    accelerator = Accelerator(
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        mixed_precision=args.mixed_precision,
+        log_with=report_to,
+        project_config=ProjectConfiguration(
+            project_dir=str(output_dir), logging_dir=str(output_dir / args.logging_dir)
+        ),
+    )
+    logging.basicConfig(
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        level=logging.INFO if accelerator.is_main_process else logging.WARNING,
+    )
+    for noisy in ("diffusers", "transformers", "accelerate"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    set_seed(args.seed)
+    if args.allow_tf32 and torch.cuda.is_available():
+        torch.backends.cuda.matmul.allow_tf32 = True
+    if accelerator.is_main_process:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        remove_stale_tmp(output_dir)
+        if report_to is not None:
+            config = {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in vars(args).items()}
+            accelerator.init_trackers(project_name, config=config)
+        (output_dir / f"{project_name}_args.json").write_text(json.dumps(vars(args), indent=2, default=str) + "\n")
+    return accelerator
+
+
+def weight_dtype_of(accelerator) -> torch.dtype:
+    """The dtype frozen models are cast to (trained weights stay float32)."""
+    return {"fp16": torch.float16, "bf16": torch.bfloat16}.get(accelerator.mixed_precision, torch.float32)
+
+
+def make_optimizer(args: argparse.Namespace, params: list[torch.nn.Parameter], accelerator):
+    from diffusers.optimization import get_scheduler
+
+    lr = args.learning_rate
+    if args.scale_lr:
+        lr *= args.gradient_accumulation_steps * args.train_batch_size * accelerator.num_processes
+    optimizer = torch.optim.AdamW(
+        params,
+        lr=lr,
+        betas=(args.adam_beta1, args.adam_beta2),
+        weight_decay=args.adam_weight_decay,
+        eps=args.adam_epsilon,
+    )
+    # The LR scheduler is stepped once per process per optimiser step by accelerate: scale the counts alike.
+    lr_scheduler = get_scheduler(
+        args.lr_scheduler,
+        optimizer=optimizer,
+        num_warmup_steps=args.lr_warmup_steps * accelerator.num_processes,
+        num_training_steps=args.max_train_steps * accelerator.num_processes,
+    )
+    return optimizer, lr_scheduler
+
+
+@dataclass
+class Trainer:
+    """The pieces of a training run the loop drives; each stage fills it in."""
+
+    accelerator: object
+    args: argparse.Namespace
+    model: torch.nn.Module  # prepared: everything the optimiser trains, as one module
+    optimizer: torch.optim.Optimizer
+    lr_scheduler: object
+    dataloader: torch.utils.data.DataLoader
+    sampler: EpochSampler
+    params: list[torch.nn.Parameter]  # the trained parameters (clipping, EMA)
+    compute_loss: Callable[[dict], dict[str, torch.Tensor]]
+    validate: Callable[[int], dict[str, float]]  # at a global step; returns metrics to log
+    save_model: Callable[[Path], None]  # writes the final model into a temporary folder
+    model_marker: str = "model_index.json"
+    ema: object | None = None
+    noise_rng: NoiseRNG | None = None
+    after_optimizer_step: Callable[[], None] | None = None
+    log_name: str = "train"
+    extra_checkpoint_objects: list = field(default_factory=list)
+
+    def swap_ema(self, use: bool) -> None:
+        """Swap the EMA weights in (use=True) or the training weights back (use=False)."""
+        if self.ema is None:
+            return
+        if use:
+            self.ema.store(self.params)
+            self.ema.copy_to(self.params)
+        else:
+            self.ema.restore(self.params)
+
+
+def train(t: Trainer) -> None:
+    """Resume, train to `--max_train_steps` with checkpoints and validation, then save the final model."""
+    from accelerate.utils import tqdm as accelerate_tqdm  # noqa: F401  (keeps tqdm on the main process only)
+    from tqdm.auto import tqdm
+
+    accelerator, args = t.accelerator, t.args
+    output_dir = Path(args.output_dir)
+    if t.noise_rng is not None:
+        accelerator.register_for_checkpointing(t.noise_rng)
+    if t.ema is not None:
+        accelerator.register_for_checkpointing(t.ema)
+    for obj in t.extra_checkpoint_objects:
+        accelerator.register_for_checkpointing(obj)
+
+    steps_per_epoch = math.ceil(len(t.dataloader) / args.gradient_accumulation_steps)
+    if steps_per_epoch == 0:
+        raise ValueError("the training dataloader is empty: fewer clips than --train_batch_size x processes")
+
+    # Resume: the step comes from the folder name; model, optimiser, LR schedule, EMA, RNGs from its contents.
+    global_step = 0
+    checkpoint = resolve_resume_checkpoint(args)
+    if checkpoint is not None:
+        accelerator.print(f"resuming from {checkpoint}")
+        accelerator.load_state(str(checkpoint))
+        global_step = int(CHECKPOINT_PATTERN.match(checkpoint.name).group(1))
+        if t.ema is not None:
+            t.ema.to(accelerator.device)
+    elif args.resume_from_checkpoint == "latest":
+        accelerator.print(f"no checkpoint in {output_dir}: starting a new run")
+    first_epoch = global_step // steps_per_epoch
+    skip_batches = (global_step % steps_per_epoch) * args.gradient_accumulation_steps
+
+    total_batch = args.train_batch_size * accelerator.num_processes * args.gradient_accumulation_steps
+    logger.info(
+        f"{t.log_name}: {len(t.dataloader.dataset)} clips, batch {total_batch} ({args.train_batch_size} x "
+        f"{accelerator.num_processes} processes x {args.gradient_accumulation_steps} accumulation), "
+        f"{args.max_train_steps} steps, {sum(p.numel() for p in t.params) / 1e6:.2f} M trained parameters"
+    )
+    loss_log = LossLog(output_dir, accelerator.is_main_process, resume_step=global_step)
+    progress = tqdm(
+        total=args.max_train_steps,
+        initial=global_step,
+        desc=t.log_name,
+        disable=not accelerator.is_local_main_process,
+        dynamic_ncols=True,
+    )
+
+    def run_validation(step: int) -> None:
+        if not accelerator.is_main_process:
+            return
+        t.swap_ema(True)
+        try:
+            metrics = t.validate(step)
+        finally:
+            t.swap_ema(False)
+        if metrics:
+            accelerator.log({f"validation/{k}": v for k, v in metrics.items()}, step=step)
+            append_validation_log(output_dir, {"step": step, **metrics})
+            logger.info(f"step {step}: validation " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
+
+    t.model.train()
+    epoch = first_epoch
+    step_start = time.perf_counter()
+    while global_step < args.max_train_steps:
+        t.sampler.set_epoch(epoch)
+        loader = t.dataloader
+        if epoch == first_epoch and skip_batches:
+            loader = accelerator.skip_first_batches(t.dataloader, skip_batches)
+        for batch in loader:
+            with accelerator.accumulate(t.model):
+                losses = t.compute_loss(batch)
+                accelerator.backward(losses["loss"])
+                if accelerator.sync_gradients and args.max_grad_norm > 0:
+                    accelerator.clip_grad_norm_(t.params, args.max_grad_norm)
+                t.optimizer.step()
+                t.lr_scheduler.step()
+                t.optimizer.zero_grad(set_to_none=True)
+            if not accelerator.sync_gradients:
+                continue
+
+            # One optimiser step done.
+            if t.after_optimizer_step is not None:
+                t.after_optimizer_step()
+            if t.ema is not None:
+                t.ema.step(t.params)
+            global_step += 1
+            now = time.perf_counter()
+            logs = {k: float(v.detach()) for k, v in losses.items()}
+            logs["lr"] = t.lr_scheduler.get_last_lr()[0]
+            logs["seconds_per_step"] = now - step_start
+            step_start = now
+            accelerator.log(logs, step=global_step)
+            loss_log.add({"step": global_step, "epoch": epoch, **logs})
+            progress.update(1)
+            progress.set_postfix(loss=f"{logs['loss']:.4f}", lr=f"{logs['lr']:.2e}")
+
+            if global_step % args.checkpointing_steps == 0 or global_step == args.max_train_steps:
+                loss_log.flush()
+                save_checkpoint(accelerator, output_dir, global_step, args.checkpoints_total_limit)
+            if (
+                args.validation_steps
+                and global_step % args.validation_steps == 0
+                and global_step < args.max_train_steps
+            ):
+                loss_log.flush()
+                run_validation(global_step)
+                step_start = time.perf_counter()
+            if global_step >= args.max_train_steps:
+                break
+        epoch += 1
+    progress.close()
+    loss_log.flush()
+
+    # Final validation and the model, with the EMA weights swapped in.
+    accelerator.wait_for_everyone()
+    run_validation(global_step)
+    if accelerator.is_main_process:
+        t.swap_ema(True)
+        try:
+            tmp = output_dir / "final.tmp"
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+            t.save_model(tmp)
+            publish_folder(tmp, output_dir, t.model_marker)
+        finally:
+            t.swap_ema(False)
+        logger.info(f"saved the model to {output_dir}")
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+
+
+def script_dir_on_path(file: str) -> None:
+    """Let `python train/stageN.py` import this module whatever the working directory."""
+    folder = os.path.dirname(os.path.abspath(file))
+    if folder not in sys.path:
+        sys.path.insert(0, folder)

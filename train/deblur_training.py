@@ -1,0 +1,201 @@
+"""Stages 1 and 2 share everything but what they train: this module holds the shared part.
+
+One optimiser step (DESIGN 1-2):
+
+1. encode the blurred and the sharp clip with the (frozen) VAE: `cond` and `sharp` latents (B, C, F, h, w);
+2. the diffusion target x0 is `sharp`, or `sharp - cond` with `--residual` (DESIGN 2.8);
+3. draw t uniform in [0, 1000), noise, and a per-sample keep mask (0 with probability `--condition_dropout`);
+4. the UNet sees [x_t, cond] on the channel axis and the two image tokens of the blurred centre frame
+   (`image_encoder`, `blur_encoder`), zeroed where the mask drops them;
+5. L = MSE(v_pred, v) + lambda * L_coherence(x0_pred, x0) (Eq. 3-5), in latents (or in pixels with
+   `--coherence_space pixel`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+import torch
+from common import clip_embed, diffusion_draws, log_image, psnr, save_comparison  # noqa: F401
+
+from pipeline_video_deblur import VideoDeblurPipeline
+from pipeline_video_deblur.losses import add_noise, coherence_loss, deblur_loss, x0_from_v
+
+logger = logging.getLogger("train")
+
+
+def add_deblur_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    group = parser.add_argument_group("model")
+    group.add_argument(
+        "--pretrained_model_name_or_path",
+        required=True,
+        help="VideoDeblurPipeline folder (from `video-deblur convert` or stage 1)",
+    )
+    group.add_argument(
+        "--residual",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="target sharp - blurred latents (DESIGN 2.8); saved in the pipeline config. Default: the input pipeline's setting",
+    )
+    group.add_argument(
+        "--coherence_weight", type=float, default=0.1, help="lambda of Eq. 4 (paper: 0.1); 0 disables it"
+    )
+    group.add_argument(
+        "--coherence_space",
+        choices=["latent", "pixel"],
+        default="latent",
+        help="Eq. 5 on predicted x0 latents (default) or decoded frames",
+    )
+    group.add_argument("--validation_guidance_scale", type=float, default=2.0, help="CFG scale of the validation runs")
+    return parser
+
+
+def load_pipeline(args: argparse.Namespace, accelerator, weight_dtype: torch.dtype) -> VideoDeblurPipeline:
+    """Load the input pipeline, apply `--residual`, and put frozen parts on the device in `weight_dtype`."""
+    path = Path(args.pretrained_model_name_or_path)
+    if path.exists() and not (path / "model_index.json").is_file():
+        raise FileNotFoundError(
+            f"--pretrained_model_name_or_path {path} is not a pipeline folder (no model_index.json)"
+        )
+    pipe = VideoDeblurPipeline.from_pretrained(str(path))
+    if args.residual is not None and bool(args.residual) != bool(pipe.config.residual):
+        logger.info(f"residual target: {pipe.config.residual} in the input pipeline, {args.residual} from --residual")
+        pipe.register_to_config(residual=bool(args.residual))
+    args.residual = bool(pipe.config.residual)
+    pipe.set_progress_bar_config(disable=True)
+    for frozen in (pipe.vae, pipe.image_encoder):
+        frozen.requires_grad_(False).eval().to(accelerator.device)
+        if weight_dtype != torch.float32:
+            frozen.to(dtype=weight_dtype)
+    pipe.unet.to(accelerator.device)
+    pipe.blur_encoder.to(accelerator.device)
+    return pipe
+
+
+class DeblurModel(torch.nn.Module):
+    """What the optimiser trains (UNet and blur encoder, each fully or partly), as one module, so that accelerate,
+    DDP and DeepSpeed wrap a single model. The frozen `image_encoder` is reached through the pipeline."""
+
+    def __init__(self, pipe: VideoDeblurPipeline):
+        super().__init__()
+        self.unet = pipe.unet
+        self.blur_encoder = pipe.blur_encoder
+        self._pipe = [pipe]  # a list: not registered as a submodule
+
+    def forward(self, noisy, cond, timesteps, centre_frames, keep):
+        context = self._pipe[0].encode_image(centre_frames)  # (B, 2, D): image_encoder, blur_encoder tokens
+        context = context * keep.view(-1, 1, 1).to(context.dtype)  # condition dropout: zero both tokens
+        unet_input = torch.cat([noisy, cond.to(noisy.dtype)], dim=1)  # (B, 2C, F, h, w)
+        return self.unet(unet_input, timesteps, encoder_hidden_states=context).sample
+
+
+def make_loss_fn(args, accelerator, pipe: VideoDeblurPipeline, model, noise_rng):
+    from diffusers import DDPMScheduler
+
+    noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
+    if noise_scheduler.config.prediction_type != "v_prediction":
+        logger.warning(
+            f"the pipeline's scheduler has prediction_type={noise_scheduler.config.prediction_type!r}; training uses "
+            "v-prediction (Eq. 3), the pipeline's sampler must be v_prediction to use the result"
+        )
+    alphas_cumprod = noise_scheduler.alphas_cumprod.to(accelerator.device)
+    num_train_timesteps = noise_scheduler.config.num_train_timesteps
+    device = accelerator.device
+
+    def compute_loss(batch: dict) -> dict[str, torch.Tensor]:
+        blur = batch["blur"].to(device, non_blocking=True)  # (B, F, 3, H, W) in [0, 1]
+        sharp = batch["sharp"].to(device, non_blocking=True)
+        with torch.no_grad():
+            cond = pipe.encode_video(blur).float()  # (B, C, F, h, w)
+            sharp_latents = pipe.encode_video(sharp).float()
+        x0 = sharp_latents - cond if args.residual else sharp_latents
+        noise, timesteps, keep = diffusion_draws(
+            noise_rng, tuple(x0.shape), num_train_timesteps, args.condition_dropout, device
+        )
+        noisy = add_noise(alphas_cumprod, x0, noise, timesteps)
+        centre = blur[:, (blur.shape[1] - 1) // 2]  # the pipeline embeds the centre frame of each window
+        prediction = model(noisy, cond, timesteps, centre, keep)
+        if args.coherence_space == "latent":
+            return deblur_loss(alphas_cumprod, prediction, noisy, x0, noise, timesteps, args.coherence_weight)
+        losses = deblur_loss(alphas_cumprod, prediction, noisy, x0, noise, timesteps, coherence_weight=0.0)
+        predicted_x0 = x0_from_v(alphas_cumprod, noisy, prediction, timesteps)
+        if args.residual:
+            predicted_x0 = predicted_x0 + cond
+        frames = decode_with_grad(pipe, predicted_x0)  # (B, F, 3, H, W) in [-1, 1]
+        losses["loss_coherence"] = coherence_loss(frames, sharp * 2 - 1, frame_dim=1)
+        losses["loss"] = losses["loss_base"] + args.coherence_weight * losses["loss_coherence"]
+        return losses
+
+    return compute_loss
+
+
+def decode_with_grad(pipe: VideoDeblurPipeline, latents: torch.Tensor) -> torch.Tensor:
+    """Scaled latents (B, C, F, h, w) -> frames (B, F, 3, H, W) in [-1, 1] through the frozen VAE, differentiably."""
+    batch, _, frames = latents.shape[:3]
+    flat = latents.permute(0, 2, 1, 3, 4).flatten(0, 1)  # (B, C, F, h, w) -> (B*F, C, h, w)
+    shift = getattr(pipe.vae.config, "shift_factor", None) or 0.0
+    images = pipe.vae.decode((flat / pipe.vae.config.scaling_factor + shift).to(pipe.vae.dtype)).sample.float()
+    return images.reshape(batch, frames, *images.shape[1:])
+
+
+def make_validate_fn(args, accelerator, pipe: VideoDeblurPipeline, clips: list[dict]):
+    output_dir = Path(args.output_dir)
+
+    @torch.no_grad()
+    def validate(step: int) -> dict[str, float]:
+        if not clips:
+            return {}
+        modules = [pipe.unet, pipe.blur_encoder]
+        modes = [m.training for m in modules]
+        for m in modules:
+            m.eval()
+        rows, scores, inputs = [], [], []
+        try:
+            for clip in clips:
+                blur, sharp = clip["blur"], clip["sharp"]  # (F, 3, H, W)
+                generator = torch.Generator(device="cpu").manual_seed(args.seed)
+                with accelerator.autocast():
+                    output = pipe(
+                        blur,
+                        num_inference_steps=args.validation_inference_steps,
+                        guidance_scale=args.validation_guidance_scale,
+                        num_frames=blur.shape[0],
+                        frame_overlap=0,
+                        generator=generator,
+                        output_type="pt",
+                    ).frames[0]  # (F, 3, H, W)
+                output = output.float().cpu()
+                scores.append(psnr(output, sharp))
+                inputs.append(psnr(blur, sharp))
+                centre = (blur.shape[0] - 1) // 2
+                rows.append([blur[centre], output[centre], sharp[centre]])
+        finally:
+            for m, mode in zip(modules, modes):
+                m.train(mode)
+        grid = save_comparison(rows, output_dir / "validation" / f"step-{step:06d}.png")
+        log_image(accelerator, "validation/blurred|output|sharp", grid, step)
+        return {"psnr": sum(scores) / len(scores), "psnr_input": sum(inputs) / len(inputs)}
+
+    return validate
+
+
+def make_save_fn(args, pipe: VideoDeblurPipeline, weight_dtype: torch.dtype, before_save=None):
+    """Save the pipeline: trained UNet and blur encoder, frozen parts reloaded in float32 if they were cast."""
+
+    def save_model(folder: Path) -> None:
+        if before_save is not None:
+            before_save(folder)
+        unet, blur_encoder = pipe.unet, pipe.blur_encoder
+        if weight_dtype != torch.float32:
+            # The frozen VAE and image encoder were cast for speed: save the input's float32 weights instead.
+            out = VideoDeblurPipeline.from_pretrained(
+                args.pretrained_model_name_or_path, unet=unet, blur_encoder=blur_encoder
+            )
+        else:
+            out = pipe
+        out.register_to_config(residual=bool(args.residual))
+        out.save_pretrained(str(folder))
+
+    return save_model

@@ -1,0 +1,127 @@
+#!/usr/bin/env python
+"""Stage 2 of the paper: fine-tune the whole model (UNet and blur encoder) from stage 1's output.
+
+The VAE and the pretrained `image_encoder` stay frozen. With `--lora_rank N` (N > 0), peft LoRA adapters on the
+UNet's attention projections (to_q, to_k, to_v, to_out.0) are trained instead of all weights; they are saved in
+the diffusers LoRA format (`pytorch_lora_weights.safetensors`, loadable with
+`pipeline_video_deblur.lora.load_lora`) and the saved pipeline has them fused in.
+
+    accelerate launch train/stage2_finetune.py --pretrained_model_name_or_path stage1/ \
+        --train_data_dir GOPRO_Large --output_dir stage2/ --max_train_steps 50000 --gradient_checkpointing
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import common  # noqa: E402
+import deblur_training  # noqa: E402
+
+from pipeline_video_deblur.lora import add_lora, fuse_lora, save_lora  # noqa: E402
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n")[1], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    deblur_training.add_deblur_args(parser)
+    lora = parser.add_argument_group("LoRA")
+    lora.add_argument(
+        "--lora_rank", type=int, default=0, help="rank of LoRA adapters on the UNet's attention; 0 = full fine-tune"
+    )
+    lora.add_argument(
+        "--lora_alpha", type=float, default=None, help="LoRA alpha (scale alpha / rank); defaults to the rank"
+    )
+    parser.add_argument(
+        "--freeze_blur_encoder", action="store_true", help="train the UNet only (always the case with --lora_rank > 0)"
+    )
+    common.add_common_args(parser, learning_rate=5e-5)
+    args = parser.parse_args(argv)
+    common.check_common_args(args)
+    if args.lora_rank < 0:
+        raise ValueError(f"--lora_rank must be 0 (full fine-tune) or positive, got {args.lora_rank}")
+    return args
+
+
+def main(args: argparse.Namespace) -> None:
+    # 1. Check paths before loading anything
+    common.check_output_dir(
+        args.output_dir,
+        {
+            "--pretrained_model_name_or_path": args.pretrained_model_name_or_path,
+            "--train_data_dir": args.train_data_dir,
+        },
+    )
+    accelerator = common.make_accelerator(args, "stage2_finetune")
+    weight_dtype = common.weight_dtype_of(accelerator)
+
+    # 2. Load the pipeline and the data (errors for sizes and clip lengths come here, before training)
+    pipe = deblur_training.load_pipeline(args, accelerator, weight_dtype)
+    common.check_resolution(args.resolution, pipe.size_multiple, "the VAE factor times the UNet's downsampling")
+    common.check_resolution(
+        args.validation_resolution,
+        pipe.size_multiple,
+        "the VAE factor times the UNet's downsampling",
+        "--validation_resolution",
+    )
+    dataset = common.load_dataset(args, "train", args.resolution, args.num_frames, augment=True)
+    dataloader, sampler = common.make_train_dataloader(args, dataset)
+    clips = common.validation_clips(args)
+
+    # 3. What trains: all of the UNet and the blur encoder, or LoRA adapters on the UNet's attention only
+    unet, blur_encoder = pipe.unet, pipe.blur_encoder
+    if args.lora_rank > 0:
+        blur_encoder.requires_grad_(False)
+        params = add_lora(unet, args.lora_rank, args.lora_alpha)
+    else:
+        unet.requires_grad_(True)
+        blur_encoder.requires_grad_(not args.freeze_blur_encoder)
+        params = [p for p in [*unet.parameters(), *blur_encoder.parameters()] if p.requires_grad]
+    if args.gradient_checkpointing:
+        unet.enable_gradient_checkpointing()
+        blur_encoder.gradient_checkpointing_enable()
+
+    # 4. Optimiser, EMA, prepare
+    optimizer, lr_scheduler = common.make_optimizer(args, params, accelerator)
+    model = deblur_training.DeblurModel(pipe)
+    model, optimizer, dataloader, lr_scheduler = accelerator.prepare(model, optimizer, dataloader, lr_scheduler)
+    ema = None
+    if args.use_ema:
+        from diffusers.training_utils import EMAModel
+
+        ema = EMAModel(params, decay=args.ema_decay)
+        ema.to(accelerator.device)
+    noise_rng = common.NoiseRNG(accelerator.device, args.seed + accelerator.process_index)
+
+    def write_lora(folder) -> None:
+        # The adapters on their own (loadable onto stage 1's pipeline), then fused for the full pipeline folder.
+        if args.lora_rank > 0:
+            save_lora(unet, folder)
+            fuse_lora(pipe)
+
+    # 5. Train and save
+    trainer = common.Trainer(
+        accelerator=accelerator,
+        args=args,
+        model=model,
+        optimizer=optimizer,
+        lr_scheduler=lr_scheduler,
+        dataloader=dataloader,
+        sampler=sampler,
+        params=params,
+        compute_loss=deblur_training.make_loss_fn(args, accelerator, pipe, model, noise_rng),
+        validate=deblur_training.make_validate_fn(args, accelerator, pipe, clips),
+        save_model=deblur_training.make_save_fn(args, pipe, weight_dtype, before_save=write_lora),
+        ema=ema,
+        noise_rng=noise_rng,
+        log_name="stage2",
+    )
+    common.train(trainer)
+
+
+if __name__ == "__main__":
+    main(parse_args())
