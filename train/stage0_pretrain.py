@@ -88,6 +88,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     unet.add_argument("--unet_block_out_channels", type=common._int_list, default=[32, 64, 64])
     unet.add_argument("--unet_layers_per_block", type=int, default=1)
     unet.add_argument(
+        "--unet_down_block_types",
+        default=None,
+        help="comma-separated, e.g. DownBlock3D,CrossAttnDownBlock3D,DownBlock3D (no attention at full resolution: "
+        "much faster on a CPU). Default: CrossAttnDownBlock3D at every level but the last, as ModelScope T2V",
+    )
+    unet.add_argument(
+        "--unet_up_block_types", default=None, help="comma-separated; default: the mirror of the down blocks"
+    )
+    unet.add_argument(
         "--unet_attention_head_dim",
         type=int,
         default=8,
@@ -125,6 +134,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         raise ValueError(
             f"--clip_image_size {args.clip_image_size} is not a multiple of --clip_patch_size {args.clip_patch_size}"
         )
+    unet_block_types(args)  # raises on a bad list, before anything is loaded
     return args
 
 
@@ -176,18 +186,39 @@ def latent_channels_of(vae) -> int:
 
 def build_unet(args, latent_channels: int) -> VideoDeblurUNet3DModel:
     widths = args.unet_block_out_channels
+    down, up = unet_block_types(args)
     return VideoDeblurUNet3DModel(
         sample_size=args.resolution // args.vae_factor_value,
         in_channels=latent_channels,  # a T2V UNet: noisy latents only (convert adds the condition channels)
         out_channels=latent_channels,
-        down_block_types=("CrossAttnDownBlock3D",) * (len(widths) - 1) + ("DownBlock3D",),
-        up_block_types=("UpBlock3D",) + ("CrossAttnUpBlock3D",) * (len(widths) - 1),
+        down_block_types=down,
+        up_block_types=up,
         block_out_channels=tuple(widths),
         layers_per_block=args.unet_layers_per_block,
         norm_num_groups=norm_groups(widths, args.unet_norm_num_groups),
         cross_attention_dim=args.cross_attention_dim,
         attention_head_dim=args.unet_attention_head_dim,
     )
+
+
+def unet_block_types(args) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    levels = len(args.unet_block_out_channels)
+    if args.unet_down_block_types:
+        down = tuple(t.strip() for t in args.unet_down_block_types.split(","))
+    else:
+        down = ("CrossAttnDownBlock3D",) * (levels - 1) + ("DownBlock3D",)
+    if args.unet_up_block_types:
+        up = tuple(t.strip() for t in args.unet_up_block_types.split(","))
+    else:
+        up = tuple(t.replace("Down", "Up") for t in reversed(down))
+    allowed = {"CrossAttnDownBlock3D", "DownBlock3D", "CrossAttnUpBlock3D", "UpBlock3D"}
+    for name, types in (("--unet_down_block_types", down), ("--unet_up_block_types", up)):
+        if len(types) != levels or not set(types) <= allowed:
+            raise ValueError(
+                f"{name} must list {levels} block types (one per --unet_block_out_channels) from {sorted(allowed)}, "
+                f"got {list(types)}"
+            )
+    return down, up
 
 
 def build_clip(args):

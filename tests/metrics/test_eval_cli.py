@@ -1,0 +1,150 @@
+"""`video-deblur eval` as a subprocess on synthetic data, checked against metrics computed here; errors in-process."""
+
+import argparse
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+from pipeline_video_deblur.data.synthetic import make_synthetic_dataset
+from pipeline_video_deblur.metrics.evaluate import add_eval_args, run_eval
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline_video_deblur.cli", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+
+
+def _read(folder: Path) -> np.ndarray:
+    return np.stack([np.asarray(Image.open(p).convert("RGB")) for p in sorted(folder.glob("*.png"))])
+
+
+def test_eval_identity_subprocess_matches_independent_metrics(tmp_path):
+    data = tmp_path / "data"
+    # synth in-process (the same code `video-deblur synth` runs): one subprocess is slow enough.
+    make_synthetic_dataset(data, split="test", sequences=2, frames=3, size=(24, 32), seed=0, progress=False)
+    assert sorted(p.name for p in (data / "test").iterdir()) == ["synth_test_000", "synth_test_001"]
+
+    out = tmp_path / "results" / "identity.json"
+    figures = tmp_path / "figures"
+    done = _cli(
+        "eval", "--dataset", "gopro", "--root", str(data), "--baseline", "identity", "--out", str(out),
+        "--figures", str(figures), "--lpips",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "reported" in done.stdout and "32.22" in done.stdout and "35.98" in done.stdout
+    results = json.loads(out.read_text())
+    assert set(results) >= {"summary", "videos", "settings"}
+    assert set(results["summary"]) >= {"psnr", "ssim", "lpips", "tce"}
+    assert results["settings"]["baseline"] == "identity" and results["settings"]["synthetic"] is True
+
+    psnrs, ssims, tces = [], [], []
+    for name in ("synth_test_000", "synth_test_001"):
+        blur, sharp = _read(data / "test" / name / "blur"), _read(data / "test" / name / "sharp")
+        video = results["videos"][name]
+        p = np.mean([peak_signal_noise_ratio(s, b, data_range=255) for b, s in zip(blur, sharp)])
+        s = np.mean(
+            [
+                structural_similarity(
+                    s,
+                    b,
+                    data_range=255,
+                    channel_axis=-1,
+                    gaussian_weights=True,
+                    sigma=1.5,
+                    use_sample_covariance=False,
+                )
+                for b, s in zip(blur, sharp)
+            ]
+        )
+        t = np.abs(np.diff(blur.astype(float), axis=0) - np.diff(sharp.astype(float), axis=0)).mean()
+        assert video["frames"] == 3
+        assert video["psnr"] == pytest.approx(p, abs=0.01)
+        assert video["ssim"] == pytest.approx(s, abs=0.002)
+        assert video["tce"] == pytest.approx(t, abs=1e-9)
+        psnrs.append(p), ssims.append(s), tces.append(t)
+    assert results["summary"]["psnr"] == pytest.approx(np.mean(psnrs), abs=0.01)  # mean over videos
+    assert results["summary"]["ssim"] == pytest.approx(np.mean(ssims), abs=0.002)
+    assert results["summary"]["tce"] == pytest.approx(np.mean(tces), abs=1e-9)
+    lpips = results["summary"]["lpips"]
+    assert isinstance(lpips, float) or lpips.startswith("not computed")  # a number only from weights on disk
+
+    rows = list(csv.DictReader(out.with_suffix(".csv").open()))
+    assert [r["video"] for r in rows] == ["synth_test_000", "synth_test_001", "mean"]
+    assert float(rows[-1]["psnr"]) == pytest.approx(results["summary"]["psnr"])
+    assert sorted(p.name for p in figures.iterdir()) == ["synth_test_000_000001.png", "synth_test_001_000001.png"]
+
+
+def _args(**overrides) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    add_eval_args(parser)
+    argv = ["--dataset", "gopro", "--root", "x", "--baseline", "identity", "--out", "r.json"]
+    args = parser.parse_args(argv)
+    for key, value in overrides.items():
+        setattr(args, key, value)
+    return args
+
+
+def test_eval_in_process_unsharp_and_errors(tmp_path, capsys):
+    root = tmp_path / "GOPRO_Large" / "test" / "seq"
+    rng = np.random.default_rng(0)
+    for kind in ("blur", "sharp"):
+        (root / kind).mkdir(parents=True)
+        for i in range(2):
+            Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(root / kind / f"{i:06d}.png")
+    out = tmp_path / "unsharp.json"
+    assert run_eval(_args(root=str(tmp_path), baseline="unsharp", out=str(out), max_frames=1)) == 0
+    results = json.loads(out.read_text())
+    assert results["videos"]["seq"]["frames"] == 1 and results["videos"]["seq"]["tce"] is None
+    assert "unsharp" in capsys.readouterr().out
+
+    with pytest.raises(ValueError, match="nowhere"):
+        run_eval(_args(root=str(tmp_path / "nowhere"), out=str(out)))
+    with pytest.raises(ValueError, match="'mnist'"):
+        run_eval(_args(root=str(tmp_path), dataset="mnist", out=str(out)))
+    (tmp_path / "GOPRO_Large" / "train").mkdir()
+    with pytest.raises(ValueError, match="'train'.*no sequences"):
+        run_eval(_args(root=str(tmp_path), split="train", out=str(out)))
+    with pytest.raises(ValueError, match="does not exist"):
+        run_eval(_args(root=str(tmp_path), baseline=None, model=str(tmp_path / "no_model"), out=str(out)))
+    with pytest.raises(ValueError, match="max-frames"):
+        run_eval(_args(root=str(tmp_path), max_frames=0, out=str(out)))
+
+
+def test_eval_model_runs_a_saved_pipeline(tmp_path):
+    """`--model FOLDER` loads a VideoDeblurPipeline and scores its output (tiny random components, 2 steps)."""
+    import tiny
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        make_synthetic_dataset(tmp_path / "data", split="test", sequences=1, frames=3, size=(32, 32), progress=False)
+        tiny.tiny_pipeline().save_pretrained(tmp_path / "pipe")
+        args = _args(
+            root=str(tmp_path / "data"), baseline=None, model=str(tmp_path / "pipe"), steps=2, device="cpu",
+            out=str(tmp_path / "r.json"), figures=str(tmp_path / "fig"),
+        )  # fmt: skip
+        assert run_eval(args) == 0
+    finally:
+        torch.set_num_threads(threads)
+    results = json.loads((tmp_path / "r.json").read_text())
+    video = results["videos"]["synth_test_000"]
+    assert video["frames"] == 3 and np.isfinite(video["psnr"]) and video["tce"] is not None
+    assert results["settings"]["steps"] == 2 and results["settings"]["model"] == str(tmp_path / "pipe")
+    assert [p.name for p in (tmp_path / "fig").iterdir()] == ["synth_test_000_000001.png"]
