@@ -563,7 +563,7 @@ def stage(
     # 2. The code for trust_remote_code loading
     write_remote_code(target)
 
-    # 3. The evaluation results, unchanged, and the card
+    # 3. The evaluation results (the same scores, local paths removed) and the card
     results_name = None
     if results_path:
         results_name = "results.json" if not (target / "results.json").exists() else "eval_results.json"

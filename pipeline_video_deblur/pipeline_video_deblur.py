@@ -27,6 +27,11 @@ from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
 from .pipeline_output import VideoDeblurPipelineOutput
 from .windows import WindowPlan
 
+try:  # diffusers loads custom components by module name only if that module is already imported
+    from . import models as _custom_components  # noqa: F401
+except ImportError:  # loaded as remote code from a pipeline folder, outside the package
+    _custom_components = None
+
 logger = logging.get_logger(__name__)
 
 DEFAULT_MODEL_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "default_model")
@@ -94,6 +99,20 @@ class VideoDeblurPipeline(DiffusionPipeline):
 
     # ------------------------------------------------------------------------------------------------------------
     # Loading
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs) -> VideoDeblurPipeline:
+        """`DiffusionPipeline.from_pretrained`. A folder or Hub repo in the remote-code layout that `video-deblur push`
+        writes (pipeline code at its root) loads with this package's classes; the code it carries is not run."""
+        if kwargs.get("trust_remote_code") or kwargs.get("custom_pipeline") is not None:
+            return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+        from .remote_code import package_layout
+
+        with package_layout(pretrained_model_name_or_path, **kwargs) as path:
+            pipe = super().from_pretrained(path, **kwargs)
+        if path is not pretrained_model_name_or_path:
+            pipe.register_to_config(_name_or_path=str(pretrained_model_name_or_path))
+        return pipe
 
     @classmethod
     def from_default(cls, **kwargs) -> VideoDeblurPipeline:

@@ -36,7 +36,8 @@ MODEL_INDEX = "model_index.json"
 # Weight files diffusers and transformers may read that are not safetensors (pickles and other formats).
 NON_SAFETENSORS_WEIGHTS = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle", ".msgpack", ".h5", ".onnx", ".onnx_data")
 
-_RELATIVE_IMPORT = re.compile(r"^\s*(?:import\s+\.(\S+)\s*$|from\s+\.(\S*)\s+import)", flags=re.MULTILINE)
+# diffusers' own patterns (dynamic_modules_utils.get_relative_imports): `from . import x` is not seen by them.
+_RELATIVE_IMPORT = re.compile(r"^\s*(?:import\s+\.(\S+)\s*$|from\s+\.(\S+)\s+import)", flags=re.MULTILINE)
 
 
 def relative_imports(module_file: str | os.PathLike) -> list[str]:

@@ -9,7 +9,8 @@ doubled `conv_in`) and the OpenCLIP ViT-H/14 image tower (632 M). Then
   two float32 Adam moments (8 B) for what trains, the frozen models at the autocast dtype (2 B);
 - activations are what autograd keeps for the backward pass: one forward pass of the UNet on the meta device at
   the training shape (batch 1, 16 frames, 256 x 256 -> 32 x 32 latents) with `saved_tensors_hooks` counting the
-  bytes of every saved tensor, with and without gradient checkpointing.
+  bytes of every saved tensor; with gradient checkpointing, the block inputs that stay saved plus the largest
+  single block's activations (the backward pass recomputes one block at a time).
 
 Not counted: the CUDA context and allocator slack (add 1-3 GB), transient buffers of single kernels, and the CLIP
 activations (a 224 px image per clip: about 0.1 GB). Usage: `python train/estimate_memory.py [--frames 16 --size 256]`.
@@ -24,7 +25,9 @@ import torch
 GiB = 2**30
 
 
-def unet_params_and_activations(frames: int, latent: int, batch: int, checkpointing: bool) -> tuple[int, int]:
+def unet_memory(frames: int, latent: int, batch: int, checkpointing: bool, lora_rank: int = 64) -> dict:
+    """Parameters of the UNet, bytes saved for backward (in all and per down / mid / up block), and the parameters
+    of LoRA adapters of `lora_rank` on to_q / to_k / to_v / to_out.0."""
     from pipeline_video_deblur import VideoDeblurUNet3DModel
 
     with torch.device("meta"):
@@ -36,13 +39,26 @@ def unet_params_and_activations(frames: int, latent: int, batch: int, checkpoint
             cross_attention_dim=1024,
             attention_head_dim=64,
         ).to(torch.bfloat16)
+    lora = sum(
+        lora_rank * (module.in_features + module.out_features)
+        for name, module in unet.named_modules()
+        if isinstance(module, torch.nn.Linear) and name.endswith(("to_q", "to_k", "to_v", "to_out.0"))
+    )
     if checkpointing:
         unet.enable_gradient_checkpointing()
     unet.train()
     saved: dict[int, int] = {}
+    per_block: dict[str, int] = {}
+    current = ["stem"]
+    blocks = {f"down_blocks.{i}": b for i, b in enumerate(unet.down_blocks)}
+    blocks.update({"mid_block": unet.mid_block}, **{f"up_blocks.{i}": b for i, b in enumerate(unet.up_blocks)})
+    for name, block in blocks.items():
+        block.register_forward_pre_hook(lambda module, inputs, name=name: current.__setitem__(0, name))
 
     def pack(tensor):
-        saved[id(tensor)] = tensor.numel() * tensor.element_size()
+        if id(tensor) not in saved:
+            saved[id(tensor)] = tensor.numel() * tensor.element_size()
+            per_block[current[0]] = per_block.get(current[0], 0) + saved[id(tensor)]
         return tensor
 
     sample = torch.empty(batch, 8, frames, latent, latent, device="meta", dtype=torch.bfloat16, requires_grad=True)
@@ -50,7 +66,12 @@ def unet_params_and_activations(frames: int, latent: int, batch: int, checkpoint
     timesteps = torch.empty(batch, device="meta", dtype=torch.long)
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         unet(sample, timesteps, encoder_hidden_states=context)
-    return sum(p.numel() for p in unet.parameters()), sum(saved.values())
+    return {
+        "params": sum(p.numel() for p in unet.parameters()),
+        "saved": sum(saved.values()),
+        "per_block": per_block,
+        "lora": lora,
+    }
 
 
 def clip_params() -> int:
@@ -71,11 +92,15 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=1, help="clips per GPU")
     args = parser.parse_args()
 
-    unet, act = unet_params_and_activations(args.frames, args.size // 8, args.batch, checkpointing=False)
-    _, act_ckpt = unet_params_and_activations(args.frames, args.size // 8, args.batch, checkpointing=True)
+    plain = unet_memory(args.frames, args.size // 8, args.batch, checkpointing=False)
+    checkpointed = unet_memory(args.frames, args.size // 8, args.batch, checkpointing=True)
+    unet, act, lora = plain["params"], plain["saved"], plain["lora"]
+    # With checkpointing the block inputs stay saved, and the backward pass recomputes one block at a time.
+    act_ckpt = checkpointed["saved"] + max(plain["per_block"].values())
     clip = clip_params()
     vae = 83.7e6  # the SD / ModelScope AutoencoderKL
     trained = 16  # bytes per trained parameter: fp32 weight + fp32 grad + two fp32 Adam moments
+    print(f"LoRA rank 64 on the UNet's attention: {lora / 1e6:.0f} M params")
     print(f"UNet {unet / 1e9:.2f} B params, CLIP ViT-H/14 {clip / 1e6:.0f} M, VAE {vae / 1e6:.0f} M")
     print(f"UNet activations ({args.batch} x {args.frames} x {args.size}^2, bf16): {act / GiB:.1f} GiB, "
           f"{act_ckpt / GiB:.1f} GiB with --gradient_checkpointing")  # fmt: skip
@@ -85,7 +110,8 @@ def main() -> None:
         "stage 1": unet * 4 + clip * trained + frozen_small,
         "stage 2 (full)": unet * trained + clip * trained + frozen_small,
         "stage 2 (full) + EMA": unet * (trained + 4) + clip * (trained + 4) + frozen_small,
-        "stage 2 (LoRA r=64, ~1% params)": unet * 4 + 0.01 * unet * trained + clip * 2 + vae * 2,
+        # LoRA: the UNet and the (frozen) blur encoder stay float32; only the adapters train.
+        "stage 2 (LoRA r=64)": unet * 4 + lora * trained + clip * 4 + frozen_small,
     }
     for name, static in rows.items():
         print(

@@ -34,11 +34,15 @@ def run_tiny(pipe) -> np.ndarray:
 
 
 def test_relative_imports_finds_what_diffusers_finds(tmp_path):
+    from diffusers.utils.dynamic_modules_utils import get_relative_imports
+
     module = tmp_path / "m.py"
     module.write_text(
-        "from .a import x\nimport .b\ndef f():\n    from .c import y\nfrom os import path\nimport json\n"
+        "from .a import x\nimport .b\ndef f():\n    from .c import y\nfrom . import d\nfrom os import path\nimport json\n"
     )
-    assert relative_imports(module) == ["a", "b", "c"]
+    assert relative_imports(module) == ["a", "b", "c"] == sorted(get_relative_imports(module))
+    pipeline_file = PACKAGE_DIR / "pipeline_video_deblur.py"
+    assert relative_imports(pipeline_file) == sorted(get_relative_imports(pipeline_file))
 
 
 def test_write_remote_code_layout(tiny_copy):

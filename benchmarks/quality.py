@@ -1,0 +1,201 @@
+"""Quality of the default model against the input, a classical baseline and the VAE's ceiling (issue 5).
+
+    python benchmarks/quality.py                       # the embedded default model
+    python benchmarks/quality.py --model runs/default_model/stage2 --fast-steps 10
+
+On `video-deblur synth --split test --sequences 4 --frames 16 --size 128x128 --seed 0` (made on the fly in a
+cache folder) it scores, per method: PSNR, SSIM (BasicSR protocol), TCE (8-bit units), the mean colour shift
+against the sharp frames (percent of the sharp mean, worst channel) and seconds per frame. It prints a table,
+writes benchmarks/results/quality.json and a comparison figure (blurred | unsharp | default | fast | sharp).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import numpy as np
+import PIL.Image
+import PIL.ImageDraw
+import torch
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def load_test_clips(cache: str) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    from pipeline_video_deblur.data.datasets import GoProDataset
+    from pipeline_video_deblur.data.synthetic import make_synthetic_dataset
+
+    if not os.path.isdir(os.path.join(cache, "test")):
+        make_synthetic_dataset(cache, split="test", sequences=4, frames=16, size=(128, 128), seed=0)
+    dataset = GoProDataset(cache, split="test", whole_sequences=True)
+    clips = []
+    for index, name in enumerate(dataset.sequence_names):
+        blur, sharp = dataset.load_frames(index)[:2]
+        clips.append((name, blur, sharp))
+    return clips
+
+
+def colour_shift(output: np.ndarray, sharp: np.ndarray) -> float:
+    """Worst-channel shift of the mean colour, in percent of the sharp mean (uint8 frames)."""
+    out_mean = output.reshape(-1, 3).astype(np.float64).mean(0)
+    ref_mean = sharp.reshape(-1, 3).astype(np.float64).mean(0)
+    return float(np.max(np.abs(out_mean - ref_mean) / np.maximum(ref_mean, 1e-6)) * 100)
+
+
+def score(method: str, outputs: dict, clips, seconds: float) -> dict:
+    from pipeline_video_deblur.metrics import evaluate_sequences
+
+    results = evaluate_sequences(
+        [(name, blur, outputs[name], sharp) for name, blur, sharp in clips], score_input=False, method=method
+    )
+    frames = sum(len(blur) for _, blur, _ in clips)
+    summary = results["summary"]
+    return {
+        "psnr": summary["psnr"],
+        "ssim": summary["ssim"],
+        "tce": summary["tce"],
+        "colour_shift_percent": max(colour_shift(outputs[n], s) for n, _, s in clips),
+        "seconds_per_frame": seconds / frames,
+        "videos": {name: {k: v for k, v in r.items() if k in ("psnr", "ssim", "tce")} for name, r in results["videos"].items()},
+    }
+
+
+def to_uint8(frames: np.ndarray) -> np.ndarray:
+    return (np.clip(frames, 0, 1) * 255).round().astype(np.uint8)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="default", help="'default' (embedded) or a pipeline folder")
+    parser.add_argument("--steps", type=int, default=50, help="default setting: steps (pipeline default 50)")
+    parser.add_argument("--guidance-scale", type=float, default=None, help="default setting: CFG (pipeline default)")
+    parser.add_argument("--fast-steps", type=int, default=10)
+    parser.add_argument("--fast-guidance-scale", type=float, default=1.0)
+    parser.add_argument("--fast-strength", type=float, default=1.0)
+    parser.add_argument("--cache", default=os.path.join(HERE, "..", "runs", "benchmark_synth_test_seed0"))
+    parser.add_argument("--out", default=os.path.join(HERE, "results", "quality.json"))
+    parser.add_argument("--figure", default=os.path.join(HERE, "results", "quality.png"))
+    parser.add_argument("--max-clips", type=int, default=None, help="score only the first N clips (quick looks)")
+    args = parser.parse_args()
+
+    from pipeline_video_deblur import VideoDeblurPipeline
+    from pipeline_video_deblur.metrics import unsharp
+
+    clips = load_test_clips(args.cache)[: args.max_clips]
+    if args.model == "default":
+        pipe = VideoDeblurPipeline.from_default()
+    else:
+        pipe = VideoDeblurPipeline.from_pretrained(args.model)
+    pipe.set_progress_bar_config(disable=True)
+    import inspect
+
+    default_cfg = inspect.signature(pipe.__call__).parameters["guidance_scale"].default
+    default_cfg = default_cfg if args.guidance_scale is None else args.guidance_scale
+
+    rows: dict[str, dict] = {}
+    outputs: dict[str, dict] = {}
+
+    def run(method, fn):
+        started = time.perf_counter()
+        results = {name: fn(blur) for name, blur, _ in clips}
+        outputs[method] = {k: (v if v.dtype == np.uint8 else to_uint8(v)) for k, v in results.items()}
+        rows[method] = score(method, outputs[method], clips, time.perf_counter() - started)
+        r = rows[method]
+        print(
+            f"{method:34s} PSNR {r['psnr']:6.2f}  SSIM {r['ssim']:.4f}  TCE {r['tce']:6.3f}  "
+            f"colour {r['colour_shift_percent']:5.2f} %  {r['seconds_per_frame']:7.3f} s/frame",
+            flush=True,
+        )
+
+    def deblur(steps, cfg, strength):
+        def fn(blur):
+            generator = torch.Generator().manual_seed(0)
+            return pipe(
+                blur, num_inference_steps=steps, guidance_scale=cfg, strength=strength, generator=generator,
+                output_type="np",
+            ).frames[0]
+
+        return fn
+
+    run("blurred input", lambda blur: blur)
+    run("unsharp baseline", unsharp)
+    # The VAE ceiling: sharp frames encoded and decoded (what a perfect latent model could at best give).
+    sharp_by_name = {name: sharp for name, _, sharp in clips}
+    started = time.perf_counter()
+    with torch.no_grad():
+        outputs["VAE round trip (sharp)"] = {
+            name: to_uint8(
+                pipe.decode_latents(pipe.encode_video(torch.from_numpy(s).permute(0, 3, 1, 2)[None].float() / 255))[0]
+                .permute(0, 2, 3, 1)
+                .numpy()
+            )
+            for name, s in sharp_by_name.items()
+        }
+    rows["VAE round trip (sharp)"] = score(
+        "VAE round trip", outputs["VAE round trip (sharp)"], clips, time.perf_counter() - started
+    )
+    r = rows["VAE round trip (sharp)"]
+    print(f"{'VAE round trip (sharp)':34s} PSNR {r['psnr']:6.2f}  SSIM {r['ssim']:.4f}  TCE {r['tce']:6.3f}")
+    default_name = f"default ({args.steps} steps, CFG {default_cfg:g})"
+    run(default_name, deblur(args.steps, default_cfg, 1.0))
+    fast_name = f"fast ({args.fast_steps} steps, CFG {args.fast_guidance_scale:g}, strength {args.fast_strength:g})"
+    run(fast_name, deblur(args.fast_steps, args.fast_guidance_scale, args.fast_strength))
+
+    base = rows["blurred input"]
+    targets = {
+        "default_gain_db": rows[default_name]["psnr"] - base["psnr"],
+        "target_gain_db": 3.0,
+        "beats_unsharp_psnr": rows[default_name]["psnr"] > rows["unsharp baseline"]["psnr"],
+        "beats_unsharp_ssim": rows[default_name]["ssim"] > rows["unsharp baseline"]["ssim"],
+        "colour_within_1_percent": rows[default_name]["colour_shift_percent"] <= 1.0,
+        "tce_not_higher_than_input": rows[default_name]["tce"] <= base["tce"],
+    }
+    print(json.dumps(targets, indent=2))
+    result = {
+        "data": "video-deblur synth --split test --sequences 4 --frames 16 --size 128x128 --seed 0",
+        "model": args.model,
+        "machine": f"{os.cpu_count()} CPU cores, torch {torch.__version__}, {torch.get_num_threads()} threads",
+        "methods": rows,
+        "targets": targets,
+    }
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    tmp = args.out + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(result, f, indent=2, default=float)
+    os.replace(tmp, args.out)
+
+    # Figure: the middle frame of each clip, one row per clip, one column per method, PSNR on each panel.
+    columns = ["blurred input", "unsharp baseline", default_name, fast_name]
+    from pipeline_video_deblur.metrics import psnr
+
+    tiles = []
+    for name, _, sharp in clips:
+        mid = len(sharp) // 2
+        row = []
+        for method in columns:
+            frame = PIL.Image.fromarray(outputs[method][name][mid])
+            PIL.ImageDraw.Draw(frame).text((3, 3), f"{psnr(outputs[method][name][mid], sharp[mid]):.2f} dB", fill=(255, 255, 0))
+            row.append(np.asarray(frame))
+        sharp_tile = PIL.Image.fromarray(sharp[mid])
+        PIL.ImageDraw.Draw(sharp_tile).text((3, 3), "sharp", fill=(255, 255, 0))
+        row.append(np.asarray(sharp_tile))
+        tiles.append(np.concatenate(row, axis=1))
+    figure = PIL.Image.fromarray(np.concatenate(tiles, axis=0))
+    header = PIL.Image.new("RGB", (figure.width, 16), (0, 0, 0))
+    draw = PIL.ImageDraw.Draw(header)
+    width = figure.width // (len(columns) + 1)
+    for i, label in enumerate([*columns, "sharp"]):
+        draw.text((i * width + 3, 2), label[:22], fill=(255, 255, 255))
+    canvas = PIL.Image.new("RGB", (figure.width, figure.height + 16))
+    canvas.paste(header, (0, 0))
+    canvas.paste(figure, (0, 16))
+    canvas.save(args.figure)
+    print(f"wrote {args.out} and {args.figure}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# The embedded default model, end to end, with the project's own tools only (issue 5):
+#   synthetic train data -> stage 0 (pixel-shuffle VAE, UNet, CLIP image encoder on sharp clips)
+#   -> video-deblur convert -> stage 1 (blur encoder + condition channels) -> stage 2 (whole model)
+#   -> pipeline_video_deblur/default_model/
+#
+#   bash train/recipes/default_model.sh                 # CPU or GPU, whatever accelerate finds
+#   WORK=runs/default_model STAGE2_STEPS=20000 bash train/recipes/default_model.sh
+#   CONTINUE=1 STAGE2_STEPS=2000 bash train/recipes/default_model.sh   # more stage 2 on the shipped model
+#
+# Resumable: every stage resumes from its latest complete checkpoint, and a stage whose final pipeline
+# folder exists is skipped, so running the same command again continues where it stopped. Seeds are fixed.
+# Sizes were chosen by measurement on the 2-core CPU (see pipeline_video_deblur/default_model/README.md).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+WORK=${WORK:-runs/default_model}
+PYTHON=${PYTHON:-.venv/bin/python}
+[ -x "$PYTHON" ] || PYTHON=python
+LAUNCH=${LAUNCH:-"$PYTHON -m accelerate.commands.launch --num_processes 1 --num_machines 1 --dynamo_backend no"}
+SEED=${SEED:-0}
+
+# Data: 32 train sequences x 24 frames at 128 x 128 (train photos only) and 2 held-out clips for validation.
+TRAIN_SEQUENCES=${TRAIN_SEQUENCES:-32}
+# Model and crops (measured: see the model card).
+UNET_CHANNELS=${UNET_CHANNELS:-48,96,96}
+RESOLUTION=${RESOLUTION:-64}
+NUM_FRAMES=${NUM_FRAMES:-8}
+BATCH=${BATCH:-2}
+# Steps per stage. Stage 2 gets most of the compute: it is the only stage that learns the deblurring map.
+STAGE0_STEPS=${STAGE0_STEPS:-300}
+STAGE1_STEPS=${STAGE1_STEPS:-300}
+STAGE2_STEPS=${STAGE2_STEPS:-1800}
+CHECKPOINT_EVERY=${CHECKPOINT_EVERY:-100}
+VALIDATE_EVERY=${VALIDATE_EVERY:-0}
+
+DATA=$WORK/data
+COMMON=(
+    --train_data_dir "$DATA" --resolution "$RESOLUTION" --num_frames "$NUM_FRAMES" --train_batch_size "$BATCH"
+    --seed "$SEED" --checkpointing_steps "$CHECKPOINT_EVERY" --checkpoints_total_limit 2
+    --resume_from_checkpoint latest --validation_steps "$VALIDATE_EVERY" --validation_inference_steps 10
+    --num_validation_clips 1 --report_to tensorboard --dataloader_num_workers 0
+)
+done_pipeline() { [ -f "$1/model_index.json" ]; }  # each stage writes model_index.json last
+
+echo "== data"
+if [ ! -d "$DATA/train" ]; then
+    OMP_NUM_THREADS=1 $PYTHON -m pipeline_video_deblur.cli synth --out "$DATA" --split train \
+        --sequences "$TRAIN_SEQUENCES" --frames 24 --size 128x128 --seed 1
+fi
+if [ ! -d "$DATA/test" ]; then
+    OMP_NUM_THREADS=1 $PYTHON -m pipeline_video_deblur.cli synth --out "$DATA" --split test \
+        --sequences 2 --frames 16 --size 128x128 --seed 1
+fi
+
+if [ "${CONTINUE:-0}" = "1" ]; then
+    # Continue stage 2 from the shipped default model (each run adds STAGE2_STEPS).
+    START=pipeline_video_deblur/default_model
+    OUT=$WORK/continue
+else
+    echo "== stage 0: pretrain a small T2V stand-in on sharp clips"
+    if ! done_pipeline "$WORK/t2v"; then
+        $LAUNCH train/stage0_pretrain.py "${COMMON[@]}" --output_dir "$WORK/t2v" \
+            --vae_type pixel_shuffle --unet_block_out_channels "$UNET_CHANNELS" --unet_layers_per_block 1 \
+            --unet_attention_head_dim 8 --cross_attention_dim 64 --clip_hidden_size 64 --clip_layers 2 \
+            --clip_heads 4 --clip_image_size 64 --clip_patch_size 16 \
+            --max_train_steps "$STAGE0_STEPS" --learning_rate 3e-4 --lr_scheduler constant_with_warmup \
+            --lr_warmup_steps 50
+    fi
+
+    echo "== convert"
+    if ! done_pipeline "$WORK/converted"; then
+        $PYTHON -m pipeline_video_deblur.cli convert --t2v "$WORK/t2v" --clip "$WORK/t2v/image_encoder" \
+            --residual -o "$WORK/converted"
+    fi
+
+    echo "== stage 1: blur encoder + condition channels"
+    if ! done_pipeline "$WORK/stage1"; then
+        $LAUNCH train/stage1_blur_encoder.py "${COMMON[@]}" --output_dir "$WORK/stage1" \
+            --pretrained_model_name_or_path "$WORK/converted" --residual \
+            --max_train_steps "$STAGE1_STEPS" --learning_rate 3e-4 --lr_scheduler constant_with_warmup \
+            --lr_warmup_steps 50
+    fi
+    START=$WORK/stage1
+    OUT=$WORK/stage2
+fi
+
+echo "== stage 2: the whole model"
+if ! done_pipeline "$OUT"; then
+    $LAUNCH train/stage2_finetune.py "${COMMON[@]}" --output_dir "$OUT" \
+        --pretrained_model_name_or_path "$START" --residual \
+        --max_train_steps "$STAGE2_STEPS" --learning_rate 2e-4 --lr_scheduler cosine --lr_warmup_steps 50
+fi
+
+echo "== ship"
+$PYTHON train/recipes/ship_default_model.py "$OUT" pipeline_video_deblur/default_model

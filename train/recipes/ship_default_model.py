@@ -1,0 +1,67 @@
+#!/usr/bin/env python
+"""Copy a trained pipeline folder into the package as the embedded default model, atomically.
+
+    python train/recipes/ship_default_model.py runs/default_model/stage2 pipeline_video_deblur/default_model
+
+Only the components are copied (loaded and saved again as safetensors: no checkpoints, logs or optimiser
+state); the model card (`README.md`) already in the target is kept; `training.json` records where the
+weights came from and the training log's step count and wall time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import shutil
+import sys
+import time
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("source", help="a trained VideoDeblurPipeline folder (a stage 2 output_dir)")
+    parser.add_argument("target", help="where the default model lives (pipeline_video_deblur/default_model)")
+    args = parser.parse_args()
+
+    from pipeline_video_deblur import VideoDeblurPipeline
+
+    source, target = os.path.abspath(args.source), os.path.abspath(args.target)
+    if source == target:
+        raise SystemExit(f"source and target are the same folder: {source}")
+    pipe = VideoDeblurPipeline.from_pretrained(source)
+    tmp = target + ".tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    pipe.save_pretrained(tmp, safe_serialization=True)
+    for keep in ("README.md", "training.json"):
+        if os.path.isfile(os.path.join(target, keep)):
+            shutil.copy2(os.path.join(target, keep), os.path.join(tmp, keep))
+
+    # Training record: appended to, so continued runs keep the history.
+    record_path = os.path.join(tmp, "training.json")
+    record = json.load(open(record_path)) if os.path.isfile(record_path) else {"runs": []}
+    run = {"source": os.path.relpath(source), "shipped": time.strftime("%Y-%m-%d %H:%M:%S")}
+    log = os.path.join(source, "loss_log.csv")
+    if os.path.isfile(log):
+        rows = list(csv.DictReader(open(log)))
+        if rows:
+            run["last_logged_step"] = int(float(rows[-1].get("step", 0)))
+            run["last_loss"] = float(rows[-1].get("loss", "nan"))
+    record["runs"].append(run)
+    with open(record_path, "w") as f:
+        json.dump(record, f, indent=2)
+
+    old = target + ".old"
+    shutil.rmtree(old, ignore_errors=True)
+    if os.path.exists(target):
+        os.replace(target, old)
+    os.replace(tmp, target)
+    shutil.rmtree(old, ignore_errors=True)
+    size = sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(target) for f in files)
+    print(f"shipped {source} -> {target} ({size / 1e6:.1f} MB)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
