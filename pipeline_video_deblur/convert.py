@@ -135,10 +135,19 @@ def convert_t2v_to_deblur(
     del source_unet  # `unet` shares its tensors: no second copy of the weights stays in memory
 
     # 4. VAE as is; scheduler from the T2V beta schedule
-    vae = AutoencoderKL.from_pretrained(subfolders["vae"], torch_dtype=torch_dtype, variant=variant)
-    if vae.config.latent_channels != unet.config.out_channels:
+    # (a model made here by stage 0 may carry the weight-free `PixelShuffleVAE` instead of an `AutoencoderKL`)
+    vae_class_name = json.loads((Path(subfolders["vae"]) / "config.json").read_text()).get("_class_name")
+    if vae_class_name == "PixelShuffleVAE":
+        from .models.pixel_shuffle_vae import PixelShuffleVAE
+
+        vae = PixelShuffleVAE.from_pretrained(subfolders["vae"], torch_dtype=torch_dtype)
+        vae_latent_channels = vae.latent_channels
+    else:
+        vae = AutoencoderKL.from_pretrained(subfolders["vae"], torch_dtype=torch_dtype, variant=variant)
+        vae_latent_channels = vae.config.latent_channels
+    if vae_latent_channels != unet.config.out_channels:
         raise ValueError(
-            f"the T2V VAE has {vae.config.latent_channels} latent channels but its UNet predicts "
+            f"the T2V VAE has {vae_latent_channels} latent channels but its UNet predicts "
             f"{unet.config.out_channels}; expected a VAE and UNet trained together"
         )
     scheduler = make_scheduler(DDIMScheduler.load_config(subfolders["scheduler"]))

@@ -8,8 +8,9 @@ Reproducibility and resume (`--resume_from_checkpoint latest`):
 - the data order is a function of (`--seed`, epoch) only (`EpochSampler`), and every clip's random crop and
   flips are drawn from an RNG seeded by (`--seed`, epoch, index) (`SeededItems`), so the batches after a resume
   are the ones an uninterrupted run would have seen, whatever the number of data workers;
-- the noise, timesteps and condition-dropout draws come from one generator (`NoiseRNG`) saved in every
-  checkpoint with the model, optimiser, LR scheduler and EMA weights;
+- the noise, timesteps and condition-dropout draws of every batch come from a generator re-seeded from
+  (`--seed`, process, optimiser step, micro-batch) (`NoiseRNG`); model, optimiser, LR scheduler and EMA weights
+  are in the checkpoint;
 - a checkpoint is written to `checkpoint-<step>.tmp` and renamed to `checkpoint-<step>` when complete, so a
   killed run never leaves a half-written folder that `latest` would pick.
 """
@@ -327,16 +328,19 @@ def validation_clips(args: argparse.Namespace) -> list[dict]:
 
 
 class NoiseRNG:
-    """The generator of the training noise, timesteps and dropout draws; saved in checkpoints (state_dict)."""
+    """The generator of the training noise, timesteps and dropout draws.
 
-    def __init__(self, device: torch.device, seed: int):
-        self.generator = torch.Generator(device=device).manual_seed(seed)
+    Re-seeded before every batch from (seed, process, optimiser step, micro-batch): the draws of a step depend on
+    nothing else, so a resumed run draws exactly what an uninterrupted one would, on every process, with no state
+    to save (accelerate would save only the main process's generator)."""
 
-    def state_dict(self) -> dict:
-        return {"state": self.generator.get_state()}
+    def __init__(self, device: torch.device, seed: int, process_index: int = 0):
+        self.generator = torch.Generator(device=device)
+        self.seed, self.process_index = seed, process_index
 
-    def load_state_dict(self, state: dict) -> None:
-        self.generator.set_state(state["state"])
+    def reseed(self, step: int, micro_step: int = 0) -> None:
+        state = np.random.SeedSequence([self.seed, self.process_index, step, micro_step]).generate_state(2)
+        self.generator.manual_seed(int(state[0]) << 32 | int(state[1]))
 
 
 def diffusion_draws(rng: NoiseRNG, shape: tuple[int, ...], num_train_timesteps: int, condition_dropout: float, device):
@@ -484,6 +488,20 @@ class LossLog:
                 writer.writeheader()
             writer.writerows(self.rows)
         self.rows = []
+
+
+def truncate_validation_log(output_dir: Path, step: int) -> None:
+    """Drop validation rows after `step` (written by an interrupted run that is now resumed from `step`)."""
+    path = output_dir / VALIDATION_LOG
+    if not path.is_file():
+        return
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        fields, kept = reader.fieldnames, [row for row in reader if int(row["step"]) <= step]
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(kept)
 
 
 def append_validation_log(output_dir: Path, row: dict) -> None:
@@ -650,13 +668,10 @@ class Trainer:
 
 def train(t: Trainer) -> None:
     """Resume, train to `--max_train_steps` with checkpoints and validation, then save the final model."""
-    from accelerate.utils import tqdm as accelerate_tqdm  # noqa: F401  (keeps tqdm on the main process only)
     from tqdm.auto import tqdm
 
     accelerator, args = t.accelerator, t.args
     output_dir = Path(args.output_dir)
-    if t.noise_rng is not None:
-        accelerator.register_for_checkpointing(t.noise_rng)
     if t.ema is not None:
         accelerator.register_for_checkpointing(t.ema)
     for obj in t.extra_checkpoint_objects:
@@ -687,6 +702,8 @@ def train(t: Trainer) -> None:
         f"{args.max_train_steps} steps, {sum(p.numel() for p in t.params) / 1e6:.2f} M trained parameters"
     )
     loss_log = LossLog(output_dir, accelerator.is_main_process, resume_step=global_step)
+    if accelerator.is_main_process:
+        truncate_validation_log(output_dir, global_step)
     progress = tqdm(
         total=args.max_train_steps,
         initial=global_step,
@@ -710,6 +727,7 @@ def train(t: Trainer) -> None:
 
     t.model.train()
     epoch = first_epoch
+    micro_step = 0
     step_start = time.perf_counter()
     while global_step < args.max_train_steps:
         t.sampler.set_epoch(epoch)
@@ -717,6 +735,9 @@ def train(t: Trainer) -> None:
         if epoch == first_epoch and skip_batches:
             loader = accelerator.skip_first_batches(t.dataloader, skip_batches)
         for batch in loader:
+            if t.noise_rng is not None:
+                t.noise_rng.reseed(global_step, micro_step)
+            micro_step += 1
             with accelerator.accumulate(t.model):
                 losses = t.compute_loss(batch)
                 accelerator.backward(losses["loss"])
@@ -729,6 +750,7 @@ def train(t: Trainer) -> None:
                 continue
 
             # One optimiser step done.
+            micro_step = 0
             if t.after_optimizer_step is not None:
                 t.after_optimizer_step()
             if t.ema is not None:

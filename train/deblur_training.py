@@ -78,11 +78,19 @@ class DeblurModel(torch.nn.Module):
     """What the optimiser trains (UNet and blur encoder, each fully or partly), as one module, so that accelerate,
     DDP and DeepSpeed wrap a single model. The frozen `image_encoder` is reached through the pipeline."""
 
-    def __init__(self, pipe: VideoDeblurPipeline):
+    def __init__(self, pipe: VideoDeblurPipeline, unet_frozen: bool = False):
         super().__init__()
         self.unet = pipe.unet
         self.blur_encoder = pipe.blur_encoder
+        self.unet_frozen = unet_frozen
         self._pipe = [pipe]  # a list: not registered as a submodule
+
+    def train(self, mode: bool = True):
+        # A frozen UNet body (stage 1) runs as at inference: no dropout in its temporal convolutions.
+        super().train(mode)
+        if self.unet_frozen:
+            self.unet.eval()
+        return self
 
     def forward(self, noisy, cond, timesteps, centre_frames, keep):
         context = self._pipe[0].encode_image(centre_frames)  # (B, 2, D): image_encoder, blur_encoder tokens

@@ -446,7 +446,7 @@ def main(args: argparse.Namespace) -> None:
 
         ema = EMAModel(params, decay=args.ema_decay)
         ema.to(accelerator.device)
-    noise_rng = common.NoiseRNG(accelerator.device, args.seed + accelerator.process_index)
+    noise_rng = common.NoiseRNG(accelerator.device, args.seed, accelerator.process_index)
     device = accelerator.device
 
     def compute_loss(batch: dict) -> dict[str, torch.Tensor]:

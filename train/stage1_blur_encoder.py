@@ -91,7 +91,7 @@ def main(args: argparse.Namespace) -> None:
 
     # 4. Optimiser, EMA, prepare
     optimizer, lr_scheduler = common.make_optimizer(args, params, accelerator)
-    model = deblur_training.DeblurModel(pipe)
+    model = deblur_training.DeblurModel(pipe, unet_frozen=True)
     model, optimizer, dataloader, lr_scheduler = accelerator.prepare(model, optimizer, dataloader, lr_scheduler)
     ema = None
     if args.use_ema:
@@ -99,7 +99,7 @@ def main(args: argparse.Namespace) -> None:
 
         ema = EMAModel(params, decay=args.ema_decay)
         ema.to(accelerator.device)
-    noise_rng = common.NoiseRNG(accelerator.device, args.seed + accelerator.process_index)
+    noise_rng = common.NoiseRNG(accelerator.device, args.seed, accelerator.process_index)
 
     # 5. Train and save
     trainer = common.Trainer(

@@ -95,7 +95,7 @@ def main(args: argparse.Namespace) -> None:
 
         ema = EMAModel(params, decay=args.ema_decay)
         ema.to(accelerator.device)
-    noise_rng = common.NoiseRNG(accelerator.device, args.seed + accelerator.process_index)
+    noise_rng = common.NoiseRNG(accelerator.device, args.seed, accelerator.process_index)
 
     def write_lora(folder) -> None:
         # The adapters on their own (loadable onto stage 1's pipeline), then fused for the full pipeline folder.
