@@ -60,7 +60,9 @@ def score(method: str, outputs: dict, clips, seconds: float) -> dict:
         "tce": summary["tce"],
         "colour_shift_percent": max(colour_shift(outputs[n], s) for n, _, s in clips),
         "seconds_per_frame": seconds / frames,
-        "videos": {name: {k: v for k, v in r.items() if k in ("psnr", "ssim", "tce")} for name, r in results["videos"].items()},
+        "videos": {
+            name: {k: v for k, v in r.items() if k in ("psnr", "ssim", "tce")} for name, r in results["videos"].items()
+        },
     }
 
 
@@ -115,7 +117,11 @@ def main() -> None:
         def fn(blur):
             generator = torch.Generator().manual_seed(0)
             return pipe(
-                blur, num_inference_steps=steps, guidance_scale=cfg, strength=strength, generator=generator,
+                blur,
+                num_inference_steps=steps,
+                guidance_scale=cfg,
+                strength=strength,
+                generator=generator,
                 output_type="np",
             ).frames[0]
 
@@ -178,7 +184,9 @@ def main() -> None:
         row = []
         for method in columns:
             frame = PIL.Image.fromarray(outputs[method][name][mid])
-            PIL.ImageDraw.Draw(frame).text((3, 3), f"{psnr(outputs[method][name][mid], sharp[mid]):.2f} dB", fill=(255, 255, 0))
+            PIL.ImageDraw.Draw(frame).text(
+                (3, 3), f"{psnr(outputs[method][name][mid], sharp[mid]):.2f} dB", fill=(255, 255, 0)
+            )
             row.append(np.asarray(frame))
         sharp_tile = PIL.Image.fromarray(sharp[mid])
         PIL.ImageDraw.Draw(sharp_tile).text((3, 3), "sharp", fill=(255, 255, 0))

@@ -22,10 +22,10 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:
-    from .models.pixel_shuffle_vae import PixelShuffleVAE
-    from .models.unet_3d_deblur import VideoDeblurUNet3DModel
-    from .pipeline_output import VideoDeblurPipelineOutput
-    from .pipeline_video_deblur import DEFAULT_MODEL_PATH, VideoDeblurPipeline
+    from .models.pixel_shuffle_vae import PixelShuffleVAE  # noqa: F401
+    from .models.unet_3d_deblur import VideoDeblurUNet3DModel  # noqa: F401
+    from .pipeline_output import VideoDeblurPipelineOutput  # noqa: F401
+    from .pipeline_video_deblur import DEFAULT_MODEL_PATH, VideoDeblurPipeline  # noqa: F401
 
 
 def __getattr__(name: str):

@@ -12,34 +12,24 @@ import sys
 import time
 
 
-def _positive_int(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}") from None
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}")
-    return number
+def _number(kind: type, minimum: float, inclusive: bool, description: str):
+    """An argparse type: `kind(value)`, refused with the value and what was expected when out of range."""
+
+    def parse(value: str):
+        try:
+            number = kind(value)
+        except ValueError:
+            number = None
+        if number is None or number < minimum or (not inclusive and number == minimum):
+            raise argparse.ArgumentTypeError(f"expected {description}, got {value!r}")
+        return number
+
+    return parse
 
 
-def _non_negative_int(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {value!r}") from None
-    if number < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {value!r}")
-    return number
-
-
-def _positive_float(value: str) -> float:
-    try:
-        number = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {value!r}") from None
-    if not number > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {value!r}")
-    return number
+_positive_int = _number(int, 1, True, "a positive integer")
+_non_negative_int = _number(int, 0, True, "a non-negative integer")
+_positive_float = _number(float, 0, False, "a positive number")
 
 
 def add_model_args(parser: argparse.ArgumentParser) -> None:
@@ -82,7 +72,9 @@ def load_pipeline(model: str, device: str | None = None, dtype: str = "float32")
                 if not os.path.exists(os.path.join(model, name))
             ]
             if missing:
-                raise ValueError(f"--model {model!r} is not a VideoDeblurPipeline folder: missing {', '.join(missing)}")
+                raise ValueError(
+                    f"--model {model!r} is not a VideoDeblurPipeline folder: missing {', '.join(missing)}"
+                )
         elif model.startswith((".", "/", "~")) or model.count("/") != 1:
             raise ValueError(f"--model {model!r} does not exist (expected a folder, a Hub id user/name, or 'default')")
         pipe = VideoDeblurPipeline.from_pretrained(model, torch_dtype=torch_dtype)
@@ -120,7 +112,9 @@ def run_run(args: argparse.Namespace) -> int:
     if args.frame_overlap is None:
         args.frame_overlap = min(4, args.num_frames // 2)
     if args.frame_overlap >= args.num_frames:
-        raise ValueError(f"--frame-overlap must be smaller than --num-frames={args.num_frames}, got {args.frame_overlap}")
+        raise ValueError(
+            f"--frame-overlap must be smaller than --num-frames={args.num_frames}, got {args.frame_overlap}"
+        )
     if args.strength > 1:
         raise ValueError(f"--strength must be in (0, 1], got {args.strength}")
 

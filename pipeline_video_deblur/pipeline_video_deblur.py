@@ -125,6 +125,21 @@ class VideoDeblurPipeline(DiffusionPipeline):
         return cls.from_pretrained(DEFAULT_MODEL_PATH, **kwargs)
 
     # ------------------------------------------------------------------------------------------------------------
+    # LoRA (stage 2 with --lora_rank): the diffusers LoRA file format, on the UNet's attention
+
+    def load_lora_weights(self, path: str | os.PathLike, adapter_name: str = "default", scale: float = 1.0) -> None:
+        """Load `pytorch_lora_weights.safetensors` (or a folder holding it) onto the UNet."""
+        from .lora import load_lora
+
+        load_lora(self, path, adapter_name=adapter_name, scale=scale)
+
+    def fuse_lora(self) -> None:
+        """Merge the loaded LoRA adapters into the UNet's weights (faster inference; the adapters are removed)."""
+        from .lora import fuse_lora
+
+        fuse_lora(self)
+
+    # ------------------------------------------------------------------------------------------------------------
     # Sizes
 
     @property
@@ -189,7 +204,9 @@ class VideoDeblurPipeline(DiffusionPipeline):
         if not isinstance(num_frames, int) or num_frames < 1:
             raise ValueError(f"`num_frames` must be a positive integer, got {num_frames!r}")
         if not isinstance(frame_overlap, int) or not 0 <= frame_overlap < num_frames:
-            raise ValueError(f"`frame_overlap` must be an integer in [0, num_frames={num_frames}), got {frame_overlap!r}")
+            raise ValueError(
+                f"`frame_overlap` must be an integer in [0, num_frames={num_frames}), got {frame_overlap!r}"
+            )
         multiple = self.size_multiple
         if tile_size is not None:
             if not isinstance(tile_size, int) or tile_size < multiple or tile_size % multiple:
@@ -260,7 +277,9 @@ class VideoDeblurPipeline(DiffusionPipeline):
         tokens = []
         for encoder in (self.image_encoder, self.blur_encoder):
             size = encoder.config.image_size
-            pixels = F.interpolate(frames.float(), size=(size, size), mode="bicubic", antialias=True, align_corners=False)
+            pixels = F.interpolate(
+                frames.float(), size=(size, size), mode="bicubic", antialias=True, align_corners=False
+            )
             pixels = ((pixels.clamp(0, 1) - mean) / std).to(dtype=encoder.dtype, device=encoder.device)
             tokens.append(encoder(pixel_values=pixels).image_embeds)  # (N, D)
         return torch.stack(tokens, dim=1)  # (N, 2, D)

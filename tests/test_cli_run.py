@@ -116,8 +116,10 @@ def bad_input_cases(tmp_path, clip_mp4, model_dir):
 def test_bad_input_gets_one_clear_line_and_no_output(case, tmp_path, clip_mp4, model_dir):
     args, expected = bad_input_cases(tmp_path, clip_mp4, model_dir)[case]
     before = sorted(os.listdir(tmp_path))
-    result = video_deblur("run", *args, "--steps", "1", check=False) if "--steps" not in map(str, args) else (
-        video_deblur("run", *args, check=False)
+    result = (
+        video_deblur("run", *args, "--steps", "1", check=False)
+        if "--steps" not in map(str, args)
+        else (video_deblur("run", *args, check=False))
     )
     assert result.returncode != 0
     assert "Traceback" not in result.stderr

@@ -2,10 +2,10 @@ import numpy as np
 import pytest
 import torch
 from diffusers import DDPMScheduler, EulerDiscreteScheduler
+from pipeline_tester import PipelineTesterMixin
 from tiny import tiny_components, tiny_pipeline, tiny_video
 
 from pipeline_video_deblur import VideoDeblurPipeline
-from pipeline_tester import PipelineTesterMixin
 
 
 class TestVideoDeblurPipeline(PipelineTesterMixin):
@@ -219,3 +219,21 @@ def test_gradient_checkpointing_gives_the_same_gradients():
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
     unet.disable_gradient_checkpointing()
     assert not unet.is_gradient_checkpointing
+
+
+def test_lora_weights_load_onto_the_pipeline_and_fuse(tmp_path):
+    from tiny import tiny_unet
+
+    from pipeline_video_deblur.lora import add_lora, save_lora
+
+    trained = tiny_unet()
+    for parameter in add_lora(trained, rank=2):
+        torch.nn.init.normal_(parameter, std=0.5)  # a non-trivial adapter (B is zero at initialisation)
+    path = save_lora(trained, tmp_path)
+    pipe = tiny_pipeline()
+    plain = run(pipe, tiny_video())
+    pipe.load_lora_weights(path)
+    with_lora = run(pipe, tiny_video())
+    assert np.abs(with_lora - plain).max() > 1e-3
+    pipe.fuse_lora()
+    np.testing.assert_allclose(run(pipe, tiny_video()), with_lora, atol=1e-4)

@@ -82,7 +82,9 @@ def tiny_components(pixel_vae: bool = False, sample_size: int | None = None) -> 
     }
 
 
-def tiny_pipeline(pixel_vae: bool = False, residual: bool = False, sample_size: int | None = None) -> VideoDeblurPipeline:
+def tiny_pipeline(
+    pixel_vae: bool = False, residual: bool = False, sample_size: int | None = None
+) -> VideoDeblurPipeline:
     pipe = VideoDeblurPipeline(**tiny_components(pixel_vae, sample_size), residual=residual)
     pipe.set_progress_bar_config(disable=True)
     return pipe

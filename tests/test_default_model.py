@@ -1,0 +1,81 @@
+"""The embedded default model: loads offline, deblurs, ships inside the wheel, stays small."""
+
+import json
+import os
+import subprocess
+import sys
+import zipfile
+
+import numpy as np
+import pytest
+import torch
+from tiny import tiny_video
+
+from pipeline_video_deblur import DEFAULT_MODEL_PATH, VideoDeblurPipeline
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def shipped_files() -> list[str]:
+    return sorted(
+        os.path.relpath(os.path.join(folder, name), DEFAULT_MODEL_PATH)
+        for folder, _, names in os.walk(DEFAULT_MODEL_PATH)
+        for name in names
+        if "__pycache__" not in folder
+    )
+
+
+def test_the_default_model_is_complete_small_and_safetensors_only():
+    files = shipped_files()
+    for required in ("model_index.json", "README.md", "unet/config.json", "unet/diffusion_pytorch_model.safetensors"):
+        assert required in files, f"{required} missing from {DEFAULT_MODEL_PATH}"
+    assert not [f for f in files if f.endswith((".bin", ".pt", ".pth", ".ckpt", ".pkl"))]
+    size = sum(os.path.getsize(os.path.join(DEFAULT_MODEL_PATH, f)) for f in files)
+    assert size < 30e6, f"the default model is {size / 1e6:.1f} MB; the budget is 30 MB"
+    index = json.load(open(os.path.join(DEFAULT_MODEL_PATH, "model_index.json")))
+    assert index["_class_name"] == "VideoDeblurPipeline"
+
+
+def test_from_default_loads_offline_and_deblurs_a_short_clip():
+    code = (
+        "import torch, numpy as np;"
+        "from pipeline_video_deblur import VideoDeblurPipeline;"
+        "pipe = VideoDeblurPipeline.from_default(); pipe.set_progress_bar_config(disable=True);"
+        "video = torch.rand(4, 3, 40, 48);"
+        "out = pipe(video, num_inference_steps=2, guidance_scale=1.0, output_type='np',"
+        " generator=torch.Generator().manual_seed(0)).frames[0];"
+        "assert out.shape == (4, 40, 48, 3), out.shape; assert np.isfinite(out).all(); print('ok')"
+    )
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": "/nonexistent-hf-home", "NO_PROXY": "*"}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 0 and "ok" in result.stdout, result.stderr[-2000:]
+
+
+def test_default_model_output_is_deterministic_and_keeps_the_clip_shape():
+    pipe = VideoDeblurPipeline.from_default()
+    pipe.set_progress_bar_config(disable=True)
+    video = tiny_video(frames=4, height=32, width=32)
+    first = pipe(video, num_inference_steps=2, output_type="np", generator=torch.Generator().manual_seed(0)).frames
+    second = pipe(video, num_inference_steps=2, output_type="np", generator=torch.Generator().manual_seed(0)).frames
+    assert first.shape == (1, 4, 32, 32, 3)
+    np.testing.assert_array_equal(first, second)
+
+
+@pytest.mark.skipif(
+    subprocess.run([sys.executable, "-c", "import setuptools"], capture_output=True).returncode != 0,
+    reason="setuptools is not installed in this environment, so the wheel cannot be built offline",
+)
+def test_the_built_wheel_carries_the_default_model(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path), REPO],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    wheels = [p for p in os.listdir(tmp_path) if p.endswith(".whl")]
+    assert len(wheels) == 1, wheels
+    with zipfile.ZipFile(tmp_path / wheels[0]) as wheel:
+        names = set(wheel.namelist())
+    for shipped in shipped_files():
+        assert f"pipeline_video_deblur/default_model/{shipped}" in names, f"{shipped} is not in the wheel"
