@@ -37,7 +37,7 @@ BATCH=${BATCH:-2}
 # Steps per stage. Stage 2 gets most of the compute: it is the only stage that learns the deblurring map.
 STAGE0_STEPS=${STAGE0_STEPS:-150}
 STAGE1_STEPS=${STAGE1_STEPS:-150}
-STAGE2_STEPS=${STAGE2_STEPS:-1000}
+STAGE2_STEPS=${STAGE2_STEPS:-1000}  # the shipped model: stopped at 800 (STAGE2_STEPS=800 after checkpoint-800)
 CHECKPOINT_EVERY=${CHECKPOINT_EVERY:-100}
 VALIDATE_EVERY=${VALIDATE_EVERY:-0}
 
@@ -61,9 +61,10 @@ if [ ! -d "$DATA/test" ]; then
 fi
 
 if [ "${CONTINUE:-0}" = "1" ]; then
-    # Continue stage 2 from the shipped default model (each run adds STAGE2_STEPS).
+    # Continue stage 2 from the shipped default model (each run adds STAGE2_STEPS). The run folder is named
+    # after the starting weights, so an interrupted run resumes and a finished one is not repeated.
     START=pipeline_video_deblur/default_model
-    OUT=$WORK/continue
+    OUT=$WORK/continue_$(sha256sum "$START/unet/diffusion_pytorch_model.safetensors" | cut -c1-12)
 else
     echo "== stage 0: pretrain a small T2V stand-in on sharp clips"
     if ! done_pipeline "$WORK/t2v"; then

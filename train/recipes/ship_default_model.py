@@ -3,8 +3,8 @@
 
     python train/recipes/ship_default_model.py runs/default_model/stage2 pipeline_video_deblur/default_model
 
-Only the components are copied (loaded and saved again as safetensors: no checkpoints, logs or optimiser
-state); the model card (`README.md`) already in the target is kept; `training.json` records where the
+Only the components are copied (loaded and saved again as safetensors, the UNet in float16: no checkpoints,
+logs or optimiser state); the model card (`README.md`) already in the target is kept; `training.json` records where the
 weights came from and the training log's step count and wall time.
 """
 
@@ -17,6 +17,8 @@ import os
 import shutil
 import sys
 import time
+
+import torch
 
 
 def main() -> int:
@@ -31,6 +33,9 @@ def main() -> int:
     if source == target:
         raise SystemExit(f"source and target are the same folder: {source}")
     pipe = VideoDeblurPipeline.from_pretrained(source)
+    # The UNet is stored in float16 to keep the package small (it loads back as float32: diffusers casts to the
+    # model's dtype); the CLIP encoders are tiny and stay float32, since transformers keeps the stored dtype.
+    pipe.unet.to(torch.float16)
     tmp = target + ".tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     pipe.save_pretrained(tmp, safe_serialization=True)
