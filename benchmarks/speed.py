@@ -46,34 +46,10 @@ MODELSCOPE_T2V_UNET = {
 
 
 def small_model(path: str) -> None:
-    """A small model of the default model's shape (pixel-shuffle VAE, 3-level UNet), random weights."""
-    from tiny import tiny_clip, tiny_scheduler
-    from transformers import CLIPImageProcessor
+    """The tests' tiny model (real classes: AutoencoderKL, UNet 16/32, two CLIP encoders), random weights."""
+    from tiny import tiny_pipeline
 
-    from pipeline_video_deblur import PixelShuffleVAE, VideoDeblurPipeline, VideoDeblurUNet3DModel
-
-    torch.manual_seed(0)
-    unet = VideoDeblurUNet3DModel(
-        sample_size=32,
-        in_channels=24,
-        out_channels=12,
-        down_block_types=("CrossAttnDownBlock3D", "CrossAttnDownBlock3D", "DownBlock3D"),
-        up_block_types=("UpBlock3D", "CrossAttnUpBlock3D", "CrossAttnUpBlock3D"),
-        block_out_channels=(32, 64, 64),
-        layers_per_block=1,
-        norm_num_groups=8,
-        cross_attention_dim=16,
-        attention_head_dim=8,
-    )
-    pipe = VideoDeblurPipeline(
-        vae=PixelShuffleVAE(factor=2),
-        unet=unet,
-        image_encoder=tiny_clip(16, 32, 0),
-        blur_encoder=tiny_clip(16, 32, 1),
-        feature_extractor=CLIPImageProcessor(crop_size=32, size=32),
-        scheduler=tiny_scheduler(),
-    )
-    pipe.save_pretrained(path)
+    tiny_pipeline().save_pretrained(path)
 
 
 def bench_run(steps: int) -> dict:
@@ -114,7 +90,7 @@ def bench_run(steps: int) -> dict:
         vae_seconds = sum(
             entry[3]
             for func, entry in stats.stats.items()
-            if func[2] in ("encode", "decode") and func[0].endswith("pixel_shuffle_vae.py")
+            if func[2] in ("encode", "decode") and func[0].endswith("autoencoder_kl.py")
         )
         params = sum(p.numel() for p in pipe.unet.parameters())
     return {
