@@ -17,6 +17,7 @@ import argparse
 import logging
 from pathlib import Path
 
+import common
 import torch
 from common import clip_embed, diffusion_draws, log_image, psnr, save_comparison  # noqa: F401
 
@@ -48,8 +49,84 @@ def add_deblur_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         default="latent",
         help="Eq. 5 on predicted x0 latents (default) or decoded frames",
     )
+    group.add_argument(
+        "--latent_scaling_factor",
+        type=_scaling_factor,
+        default=None,
+        help=(
+            "set the VAE's latent scaling factor before training (saved with the pipeline): a number, or `auto` for "
+            "1 / std of the training targets (with --residual the target, sharp - blurred, is much smaller than the "
+            "latents; `auto` makes it unit-variance, the range the noise schedule is made for). Default: keep the "
+            "input pipeline's"
+        ),
+    )
     group.add_argument("--validation_guidance_scale", type=float, default=2.0, help="CFG scale of the validation runs")
     return parser
+
+
+def _scaling_factor(value: str) -> float | str:
+    if value == "auto":
+        return value
+    try:
+        number = float(value)
+    except ValueError:
+        number = float("nan")
+    if not number > 0 or number == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected `auto` or a positive number, got {value!r}")
+    return number
+
+
+def prepare(args: argparse.Namespace, log_name: str):
+    """What stages 1 and 2 set up alike, in order: paths checked before anything loads, the accelerator, the
+    pipeline (with `--residual` and `--latent_scaling_factor` applied), the training data and validation clips.
+
+    Returns `(accelerator, weight_dtype, pipe, dataloader, sampler, clips)`.
+    """
+    common.check_output_dir(
+        args.output_dir,
+        {
+            "--pretrained_model_name_or_path": args.pretrained_model_name_or_path,
+            "--train_data_dir": args.train_data_dir,
+        },
+    )
+    accelerator = common.make_accelerator(args, log_name)
+    weight_dtype = common.weight_dtype_of(accelerator)
+
+    # Errors for sizes and clip lengths come here, before training
+    pipe = load_pipeline(args, accelerator, weight_dtype)
+    for flag in ("--resolution", "--validation_resolution"):
+        common.check_resolution(
+            getattr(args, flag[2:]), pipe.size_multiple, "the VAE factor times the UNet's downsampling", flag
+        )
+    dataset = common.load_dataset(args, "train", args.resolution, args.num_frames, augment=True)
+    dataloader, sampler = common.make_train_dataloader(args, dataset)
+    clips = common.validation_clips(args)
+    if args.latent_scaling_factor is not None:
+        factor = args.latent_scaling_factor
+        if factor == "auto":
+            factor = measure_target_scaling(args, accelerator, pipe, dataloader, sampler)
+        previous = pipe.vae.config.scaling_factor
+        pipe.vae.register_to_config(scaling_factor=float(factor))
+        logger.info(f"latent scaling factor {previous:.4f} -> {float(factor):.4f}")
+    return accelerator, weight_dtype, pipe, dataloader, sampler, clips
+
+
+def measure_target_scaling(args, accelerator, pipe: VideoDeblurPipeline, dataloader, sampler, batches: int = 8):
+    """1 / std of the unscaled diffusion targets (sharp latents, or sharp - blurred with --residual) over a few
+    training batches, in a data order of its own (reproducible, so a resumed run measures the same value)."""
+    values = []
+    sampler.set_epoch(20_000)
+    with torch.no_grad():
+        for i, batch in enumerate(dataloader):
+            if i >= batches:
+                break
+            sharp = pipe.encode_video(batch["sharp"].to(accelerator.device)).float()
+            target = (
+                sharp - pipe.encode_video(batch["blur"].to(accelerator.device)).float() if args.residual else sharp
+            )
+            values.append((target / pipe.vae.config.scaling_factor).flatten().cpu())
+    std = float(torch.cat(values).std())
+    return 1.0 / max(std, 1e-6)
 
 
 def load_pipeline(args: argparse.Namespace, accelerator, weight_dtype: torch.dtype) -> VideoDeblurPipeline:
@@ -204,6 +281,7 @@ def make_save_fn(args, pipe: VideoDeblurPipeline, weight_dtype: torch.dtype, bef
         else:
             out = pipe
         out.register_to_config(residual=bool(args.residual))
+        out.vae.register_to_config(scaling_factor=pipe.vae.config.scaling_factor)  # --latent_scaling_factor
         out.save_pretrained(str(folder))
 
     return save_model

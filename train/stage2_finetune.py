@@ -48,29 +48,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(args: argparse.Namespace) -> None:
-    # 1. Check paths before loading anything
-    common.check_output_dir(
-        args.output_dir,
-        {
-            "--pretrained_model_name_or_path": args.pretrained_model_name_or_path,
-            "--train_data_dir": args.train_data_dir,
-        },
-    )
-    accelerator = common.make_accelerator(args, "stage2_finetune")
-    weight_dtype = common.weight_dtype_of(accelerator)
-
-    # 2. Load the pipeline and the data (errors for sizes and clip lengths come here, before training)
-    pipe = deblur_training.load_pipeline(args, accelerator, weight_dtype)
-    common.check_resolution(args.resolution, pipe.size_multiple, "the VAE factor times the UNet's downsampling")
-    common.check_resolution(
-        args.validation_resolution,
-        pipe.size_multiple,
-        "the VAE factor times the UNet's downsampling",
-        "--validation_resolution",
-    )
-    dataset = common.load_dataset(args, "train", args.resolution, args.num_frames, augment=True)
-    dataloader, sampler = common.make_train_dataloader(args, dataset)
-    clips = common.validation_clips(args)
+    # 1-2. Paths checked, accelerator, pipeline, data and validation clips (errors come here, before training)
+    accelerator, weight_dtype, pipe, dataloader, sampler, clips = deblur_training.prepare(args, "stage2_finetune")
 
     # 3. What trains: all of the UNet and the blur encoder, or LoRA adapters on the UNet's attention only
     unet, blur_encoder = pipe.unet, pipe.blur_encoder

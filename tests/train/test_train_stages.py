@@ -193,7 +193,8 @@ def test_stage2_full_finetune_changes_unet_and_keeps_residual(tmp_path, stage1_r
     out = tmp_path / "stage2"
     run_script(
         [TRAIN / "stage2_finetune.py", "--pretrained_model_name_or_path", stage1_run, "--train_data_dir", train_data,
-         "--output_dir", out, "--max_train_steps", "2", "--learning_rate", "1e-3", "--residual", *TINY_TRAIN_FLAGS]
+         "--output_dir", out, "--max_train_steps", "2", "--learning_rate", "1e-3", "--residual",
+         "--latent_scaling_factor", "auto", *TINY_TRAIN_FLAGS]
     )  # fmt: skip
     unet_changed = changed(weights(stage1_run / "unet"), weights(out / "unet"))
     assert len(unet_changed) > 10 and "conv_in.bias" in unet_changed  # the whole UNet trains now
@@ -202,6 +203,38 @@ def test_stage2_full_finetune_changes_unet_and_keeps_residual(tmp_path, stage1_r
         assert not changed(weights(stage1_run / name), weights(out / name)), name
     pipe = VideoDeblurPipeline.from_pretrained(out)
     assert pipe.config.residual is True  # --residual is saved with the pipeline
+    # `--latent_scaling_factor auto` measured 1 / std of the residual targets and saved it with the VAE: with it,
+    # sharp - blurred over the whole train split is about unit-variance (the residual is far smaller than the
+    # latents, so the input pipeline's factor leaves it well under 1).
+    from pipeline_video_deblur.data.datasets import GoProDataset
+
+    dataset = GoProDataset(train_data, split="train", whole_sequences=True)
+    clips = [dataset.load_frames(i)[:2] for i in range(len(dataset.sequence_names))]
+
+    def residual_std(p):
+        with torch.no_grad():
+            diffs = [
+                p.encode_video(torch.from_numpy(sharp).permute(0, 3, 1, 2)[None].float() / 255)
+                - p.encode_video(torch.from_numpy(blur).permute(0, 3, 1, 2)[None].float() / 255)
+                for blur, sharp in clips
+            ]
+        return float(torch.cat([d.flatten() for d in diffs]).std())
+
+    before = VideoDeblurPipeline.from_pretrained(stage1_run)
+    assert pipe.vae.config.scaling_factor != before.vae.config.scaling_factor
+    assert residual_std(before) < 0.5
+    assert 0.6 < residual_std(pipe) < 1.6
+
+
+def test_latent_scaling_factor_flag_refuses_bad_values(tmp_path, stage1_run, train_data):
+    result = run_script(
+        [TRAIN / "stage2_finetune.py", "--pretrained_model_name_or_path", stage1_run, "--train_data_dir", train_data,
+         "--output_dir", tmp_path / "o", "--latent_scaling_factor", "-1", *TINY_TRAIN_FLAGS],
+        check=False,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "--latent_scaling_factor: expected `auto` or a positive number, got '-1'" in result.stderr
+    assert not (tmp_path / "o").exists()
 
 
 def test_stage2_lora_saves_loads_and_fuses(tmp_path, stage1_run, train_data):

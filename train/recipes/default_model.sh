@@ -85,7 +85,7 @@ else
     echo "== stage 1: blur encoder + condition channels"
     if ! done_pipeline "$WORK/stage1"; then
         $LAUNCH train/stage1_blur_encoder.py "${COMMON[@]}" --output_dir "$WORK/stage1" \
-            --pretrained_model_name_or_path "$WORK/converted" --residual \
+            --pretrained_model_name_or_path "$WORK/converted" --residual --latent_scaling_factor auto \
             --max_train_steps "$STAGE1_STEPS" --learning_rate 1e-3 --lr_scheduler constant_with_warmup \
             --lr_warmup_steps 50
     fi
@@ -96,7 +96,7 @@ fi
 echo "== stage 2: the whole model"
 if ! done_pipeline "$OUT"; then
     $LAUNCH train/stage2_finetune.py "${COMMON[@]}" --output_dir "$OUT" \
-        --pretrained_model_name_or_path "$START" --residual \
+        --pretrained_model_name_or_path "$START" --residual --use_ema --ema_decay 0.999 \
         --max_train_steps "$STAGE2_STEPS" --learning_rate 3e-4 --lr_scheduler cosine --lr_warmup_steps 50
 fi
 
