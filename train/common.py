@@ -633,6 +633,24 @@ def make_optimizer(args: argparse.Namespace, params: list[torch.nn.Parameter], a
     return optimizer, lr_scheduler
 
 
+def prepare_training(args: argparse.Namespace, accelerator, model, params: list[torch.nn.Parameter], dataloader):
+    """Optimiser and LR schedule, `accelerator.prepare`, the EMA of `params` (with `--use_ema`) and the per-step
+    noise generator: what every stage sets up alike once its model and trainable parameters are chosen.
+
+    Returns `(model, optimizer, dataloader, lr_scheduler, ema, noise_rng)`; `ema` is None without `--use_ema`.
+    """
+    optimizer, lr_scheduler = make_optimizer(args, params, accelerator)
+    model, optimizer, dataloader, lr_scheduler = accelerator.prepare(model, optimizer, dataloader, lr_scheduler)
+    ema = None
+    if args.use_ema:
+        from diffusers.training_utils import EMAModel
+
+        ema = EMAModel(params, decay=args.ema_decay)
+        ema.to(accelerator.device)
+    noise_rng = NoiseRNG(accelerator.device, args.seed, accelerator.process_index)
+    return model, optimizer, dataloader, lr_scheduler, ema, noise_rng
+
+
 @dataclass
 class Trainer:
     """The pieces of a training run the loop drives; each stage fills it in."""

@@ -266,6 +266,44 @@ def make_validate_fn(args, accelerator, pipe: VideoDeblurPipeline, clips: list[d
     return validate
 
 
+def train(
+    args: argparse.Namespace,
+    accelerator,
+    pipe: VideoDeblurPipeline,
+    weight_dtype: torch.dtype,
+    dataloader,
+    sampler,
+    clips: list[dict],
+    params: list[torch.nn.Parameter],
+    log_name: str,
+    unet_frozen: bool = False,
+    after_optimizer_step=None,
+    before_save=None,
+) -> None:
+    """Train `params` (what stage 1 or 2 chose) of the pipeline's UNet and blur encoder, then save the pipeline."""
+    model, optimizer, dataloader, lr_scheduler, ema, noise_rng = common.prepare_training(
+        args, accelerator, DeblurModel(pipe, unet_frozen=unet_frozen), params, dataloader
+    )
+    trainer = common.Trainer(
+        accelerator=accelerator,
+        args=args,
+        model=model,
+        optimizer=optimizer,
+        lr_scheduler=lr_scheduler,
+        dataloader=dataloader,
+        sampler=sampler,
+        params=params,
+        compute_loss=make_loss_fn(args, accelerator, pipe, model, noise_rng),
+        validate=make_validate_fn(args, accelerator, pipe, clips),
+        save_model=make_save_fn(args, pipe, weight_dtype, before_save=before_save),
+        ema=ema,
+        noise_rng=noise_rng,
+        after_optimizer_step=after_optimizer_step,
+        log_name=log_name,
+    )
+    common.train(trainer)
+
+
 def make_save_fn(args, pipe: VideoDeblurPipeline, weight_dtype: torch.dtype, before_save=None):
     """Save the pipeline: trained UNet and blur encoder, frozen parts reloaded in float32 if they were cast."""
 

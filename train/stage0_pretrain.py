@@ -437,16 +437,9 @@ def main(args: argparse.Namespace) -> None:
     train_scheduler, sample_scheduler = build_schedulers(args)
     alphas_cumprod = train_scheduler.alphas_cumprod.to(accelerator.device)
 
-    optimizer, lr_scheduler = common.make_optimizer(args, params, accelerator)
-    model = T2VModel(unet, image_encoder)
-    model, optimizer, dataloader, lr_scheduler = accelerator.prepare(model, optimizer, dataloader, lr_scheduler)
-    ema = None
-    if args.use_ema:
-        from diffusers.training_utils import EMAModel
-
-        ema = EMAModel(params, decay=args.ema_decay)
-        ema.to(accelerator.device)
-    noise_rng = common.NoiseRNG(accelerator.device, args.seed, accelerator.process_index)
+    model, optimizer, dataloader, lr_scheduler, ema, noise_rng = common.prepare_training(
+        args, accelerator, T2VModel(unet, image_encoder), params, dataloader
+    )
     device = accelerator.device
 
     def compute_loss(batch: dict) -> dict[str, torch.Tensor]:

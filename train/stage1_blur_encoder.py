@@ -68,37 +68,11 @@ def main(args: argparse.Namespace) -> None:
         pipe.blur_encoder.gradient_checkpointing_enable()
     params = [*pipe.blur_encoder.parameters(), conv_in]
 
-    # 4. Optimiser, EMA, prepare
-    optimizer, lr_scheduler = common.make_optimizer(args, params, accelerator)
-    model = deblur_training.DeblurModel(pipe, unet_frozen=True)
-    model, optimizer, dataloader, lr_scheduler = accelerator.prepare(model, optimizer, dataloader, lr_scheduler)
-    ema = None
-    if args.use_ema:
-        from diffusers.training_utils import EMAModel
-
-        ema = EMAModel(params, decay=args.ema_decay)
-        ema.to(accelerator.device)
-    noise_rng = common.NoiseRNG(accelerator.device, args.seed, accelerator.process_index)
-
-    # 5. Train and save
-    trainer = common.Trainer(
-        accelerator=accelerator,
-        args=args,
-        model=model,
-        optimizer=optimizer,
-        lr_scheduler=lr_scheduler,
-        dataloader=dataloader,
-        sampler=sampler,
-        params=params,
-        compute_loss=deblur_training.make_loss_fn(args, accelerator, pipe, model, noise_rng),
-        validate=deblur_training.make_validate_fn(args, accelerator, pipe, clips),
-        save_model=deblur_training.make_save_fn(args, pipe, weight_dtype),
-        ema=ema,
-        noise_rng=noise_rng,
-        after_optimizer_step=restore_pretrained_channels,
-        log_name="stage1",
-    )
-    common.train(trainer)
+    # 4. Optimiser, EMA, train and save
+    deblur_training.train(
+        args, accelerator, pipe, weight_dtype, dataloader, sampler, clips, params, "stage1",
+        unet_frozen=True, after_optimizer_step=restore_pretrained_channels,
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -64,42 +64,16 @@ def main(args: argparse.Namespace) -> None:
         unet.enable_gradient_checkpointing()
         blur_encoder.gradient_checkpointing_enable()
 
-    # 4. Optimiser, EMA, prepare
-    optimizer, lr_scheduler = common.make_optimizer(args, params, accelerator)
-    model = deblur_training.DeblurModel(pipe)
-    model, optimizer, dataloader, lr_scheduler = accelerator.prepare(model, optimizer, dataloader, lr_scheduler)
-    ema = None
-    if args.use_ema:
-        from diffusers.training_utils import EMAModel
-
-        ema = EMAModel(params, decay=args.ema_decay)
-        ema.to(accelerator.device)
-    noise_rng = common.NoiseRNG(accelerator.device, args.seed, accelerator.process_index)
-
     def write_lora(folder) -> None:
         # The adapters on their own (loadable onto stage 1's pipeline), then fused for the full pipeline folder.
         if args.lora_rank > 0:
             save_lora(unet, folder)
             fuse_lora(pipe)
 
-    # 5. Train and save
-    trainer = common.Trainer(
-        accelerator=accelerator,
-        args=args,
-        model=model,
-        optimizer=optimizer,
-        lr_scheduler=lr_scheduler,
-        dataloader=dataloader,
-        sampler=sampler,
-        params=params,
-        compute_loss=deblur_training.make_loss_fn(args, accelerator, pipe, model, noise_rng),
-        validate=deblur_training.make_validate_fn(args, accelerator, pipe, clips),
-        save_model=deblur_training.make_save_fn(args, pipe, weight_dtype, before_save=write_lora),
-        ema=ema,
-        noise_rng=noise_rng,
-        log_name="stage2",
+    # 4. Optimiser, EMA, train and save
+    deblur_training.train(
+        args, accelerator, pipe, weight_dtype, dataloader, sampler, clips, params, "stage2", before_save=write_lora
     )
-    common.train(trainer)
 
 
 if __name__ == "__main__":
