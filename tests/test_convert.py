@@ -9,7 +9,8 @@ from pathlib import Path
 import open_clip
 import pytest
 import torch
-from diffusers import AutoencoderKL, DDPMScheduler, UNet3DConditionModel
+from diffusers import DDPMScheduler, UNet3DConditionModel
+from tiny import tiny_vae
 from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
 
 from pipeline_video_deblur.convert import (
@@ -39,19 +40,6 @@ def tiny_t2v_unet(cross_attention_dim: int = CROSS_DIM) -> UNet3DConditionModel:
         cross_attention_dim=cross_attention_dim,
         attention_head_dim=8,
     ).eval()
-
-
-def tiny_t2v_vae() -> AutoencoderKL:
-    torch.manual_seed(0)
-    return AutoencoderKL(
-        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
-        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
-        block_out_channels=(8, 16),
-        layers_per_block=1,
-        norm_num_groups=8,
-        latent_channels=4,
-        sample_size=32,
-    )
 
 
 def tiny_clip(projection_dim: int = CROSS_DIM) -> CLIPVisionModelWithProjection:
@@ -93,7 +81,7 @@ def t2v_folder(tmp_path_factory) -> Path:
     """A diffusers T2V folder: unet/, vae/, scheduler/ (epsilon DDPM, as ModelScope ships) and a text part."""
     root = tmp_path_factory.mktemp("t2v")
     tiny_t2v_unet().save_pretrained(root / "unet")
-    tiny_t2v_vae().save_pretrained(root / "vae")
+    tiny_vae().save_pretrained(root / "vae")
     DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012).save_pretrained(
         root / "scheduler"
     )

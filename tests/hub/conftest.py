@@ -6,17 +6,12 @@ import shutil
 from pathlib import Path
 
 import pytest
-import torch
 from hub_helpers import write_sample
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    """Two shared CPU cores: more threads only contend. Restored after each test."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _one_thread(one_thread):
+    """Every Hub test runs on one thread (the fixture is in tests/conftest.py)."""
 
 
 @pytest.fixture(scope="session")
