@@ -1,0 +1,135 @@
+"""Where a model stands, timestep by timestep: its clean-latent (x0) error against two references (issue 5).
+
+    python benchmarks/timestep_error.py                         # the embedded default model
+    python benchmarks/timestep_error.py --model runs/default_model/stage2
+
+On the quality benchmark's clips (`video-deblur synth --split test --sequences 4 --frames 16 --size 128x128
+--seed 0`), for each timestep t it noises the true target x0 (sharp latents, or sharp - blurred for a `residual`
+pipeline) with the scheduler's own schedule, runs the UNet once (conditional pass, as `guidance_scale` 1 does),
+and compares the x0 it implies with x0. References, both computed from the same noisy latents:
+
+- identity: predicting the blurred input (x0 = the blurred latents, or a zero residual), the "do nothing" answer;
+- linear: the best condition-blind linear denoiser, alpha * var / (alpha^2 * var + sigma^2) * (x_t - alpha * mean)
+  + mean, given x0's true mean and variance (an oracle for those two numbers, blind to the blurred clip).
+
+At t = 999 the noisy latents carry almost nothing, so the model's error there is its deblurring regression:
+below the identity means it deblurs. At small t any denoiser does well. `gain over identity` is
+10 log10(identity MSE / model MSE) in latent units; with the weight-free pixel-shuffle VAE latents are pixels,
+so it is the PSNR gain before clipping and rounding. Prints a table, writes JSON and a plot.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+
+import torch
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+TIMESTEPS = (999, 900, 800, 666, 500, 333, 200, 100, 50, 19)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="default", help="'default' (embedded) or a pipeline folder")
+    parser.add_argument("--num-frames", type=int, default=8, help="frames per clip (the first N; default 8)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--cache", default=os.path.join(HERE, "..", "runs", "benchmark_synth_test_seed0"))
+    parser.add_argument("--out", default=os.path.join(HERE, "results", "timestep_error.json"))
+    parser.add_argument("--figure", default=os.path.join(HERE, "results", "timestep_error.png"))
+    args = parser.parse_args()
+    if args.num_frames < 1:
+        parser.error(f"--num-frames must be at least 1, got {args.num_frames}")
+
+    from quality import load_test_clips
+
+    from pipeline_video_deblur import VideoDeblurPipeline
+
+    pipe = (
+        VideoDeblurPipeline.from_default()
+        if args.model == "default"
+        else VideoDeblurPipeline.from_pretrained(args.model)
+    )
+    clips = load_test_clips(args.cache)
+    alphas_cumprod = pipe.scheduler.alphas_cumprod.double()
+    generator = torch.Generator().manual_seed(args.seed)
+    sums = {t: {"model": 0.0, "identity": 0.0, "linear": 0.0} for t in TIMESTEPS}
+    count = 0
+    with torch.no_grad():
+        for name, blur, sharp in clips:
+            frames = [
+                torch.from_numpy(x[: args.num_frames]).permute(0, 3, 1, 2)[None].float() / 255 for x in (blur, sharp)
+            ]
+            cond, sharp_latents = (pipe.encode_video(f) for f in frames)  # (1, C, F, h, w)
+            x0 = sharp_latents - cond if pipe.config.residual else sharp_latents
+            identity = torch.zeros_like(x0) if pipe.config.residual else cond
+            context = pipe.encode_image(frames[0][:, (frames[0].shape[1] - 1) // 2])
+            mean, var = x0.mean(), x0.var()
+            for t in TIMESTEPS:
+                alpha, sigma = alphas_cumprod[t].sqrt().float(), (1 - alphas_cumprod[t]).sqrt().float()
+                noise = torch.randn(x0.shape, generator=generator)
+                noisy = alpha * x0 + sigma * noise
+                output = pipe.unet(
+                    torch.cat([noisy, cond], 1), torch.tensor([t]), encoder_hidden_states=context
+                ).sample
+                prediction_type = pipe.scheduler.config.prediction_type
+                if prediction_type == "v_prediction":
+                    predicted = alpha * noisy - sigma * output
+                elif prediction_type == "epsilon":
+                    predicted = (noisy - sigma * output) / alpha
+                else:
+                    predicted = output
+                linear = alpha * var / (alpha**2 * var + sigma**2) * (noisy - alpha * mean) + mean
+                for key, estimate in (("model", predicted), ("identity", identity), ("linear", linear)):
+                    sums[t][key] += float(((estimate - x0) ** 2).mean())
+            count += 1
+            print(f"{name}: done", flush=True)
+
+    rows = []
+    print(f"{'t':>5}  {'model MSE':>10}  {'identity':>9}  {'linear':>8}  {'gain over identity':>19}")
+    for t in TIMESTEPS:
+        mse = {k: v / count for k, v in sums[t].items()}
+        gain = 10 * math.log10(mse["identity"] / mse["model"]) if mse["model"] > 0 else float("inf")
+        rows.append({"t": t, **mse, "gain_over_identity_db": gain})
+        print(f"{t:5d}  {mse['model']:10.4f}  {mse['identity']:9.4f}  {mse['linear']:8.4f}  {gain:+17.2f} dB")
+
+    result = {
+        "model": args.model,
+        "data": "video-deblur synth --split test --sequences 4 --frames 16 --size 128x128 --seed 0",
+        "frames_per_clip": args.num_frames,
+        "residual": bool(pipe.config.residual),
+        "rows": rows,
+    }
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    tmp = args.out + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(result, f, indent=2)
+    os.replace(tmp, args.out)
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(6, 3.5))
+    for key, style in (("model", "o-"), ("identity", "--"), ("linear", ":")):
+        axis.plot([r["t"] for r in rows], [r[key] for r in rows], style, label=key)
+    axis.set_xlabel("timestep t (999 = pure noise: the deblurring regression)")
+    axis.set_ylabel("x0 MSE (latents)")
+    axis.set_title(f"x0 error per timestep: {os.path.basename(os.path.normpath(args.model))}")
+    axis.legend()
+    figure.tight_layout()
+    tmp_png = args.figure + ".tmp.png"
+    figure.savefig(tmp_png, dpi=100)
+    os.replace(tmp_png, args.figure)
+    print(f"wrote {args.out} and {args.figure}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
