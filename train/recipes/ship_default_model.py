@@ -25,6 +25,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("source", help="a trained VideoDeblurPipeline folder (a stage 2 output_dir)")
     parser.add_argument("target", help="where the default model lives (pipeline_video_deblur/default_model)")
+    parser.add_argument(
+        "--tile-size",
+        type=int,
+        default=None,
+        help="the pipeline's default tile in pixels (stored as the UNet's sample_size in latents); default: keep "
+        "the training crop",
+    )
     args = parser.parse_args()
 
     from pipeline_video_deblur import VideoDeblurPipeline
@@ -36,6 +43,11 @@ def main() -> int:
     # The UNet is stored in float16 to keep the package small (it loads back as float32: diffusers casts to the
     # model's dtype); the CLIP encoders are tiny and stay float32, since transformers keeps the stored dtype.
     pipe.unet.to(torch.float16)
+    if args.tile_size is not None:
+        factor = pipe.vae_scale_factor
+        if args.tile_size <= 0 or args.tile_size % pipe.size_multiple:
+            raise SystemExit(f"--tile-size {args.tile_size} is not a positive multiple of {pipe.size_multiple}")
+        pipe.unet.register_to_config(sample_size=args.tile_size // factor)
     tmp = target + ".tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     pipe.save_pretrained(tmp, safe_serialization=True)
