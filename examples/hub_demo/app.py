@@ -7,7 +7,7 @@ the model embedded in the `video-deblur` package, on the CPU, with no download.
 Settings, from environment variables (the defaults suit a free CPU Space):
     VIDEO_DEBLUR_MODEL       pipeline folder or Hub id; "default" (the default) is the embedded default model
     VIDEO_DEBLUR_SAMPLE      the sample video offered under the upload box
-    VIDEO_DEBLUR_STEPS       initial number of denoising steps (10)
+    VIDEO_DEBLUR_STEPS       initial number of denoising steps (1: the default model's best measured setting)
     VIDEO_DEBLUR_MAX_FRAMES  longest clip accepted, in frames (32)
     VIDEO_DEBLUR_MAX_SIDE    largest frame side accepted, in pixels (256)
 GRADIO_SERVER_NAME / GRADIO_SERVER_PORT choose where it listens (Gradio's own variables).
