@@ -9,6 +9,7 @@ import zipfile
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file
 from tiny import tiny_video
 
 from pipeline_video_deblur import DEFAULT_MODEL_PATH, VideoDeblurPipeline
@@ -79,3 +80,37 @@ def test_the_built_wheel_carries_the_default_model(tmp_path):
         names = set(wheel.namelist())
     for shipped in shipped_files():
         assert f"pipeline_video_deblur/default_model/{shipped}" in names, f"{shipped} is not in the wheel"
+
+
+def test_ship_script_copies_components_sets_the_tile_and_keeps_the_card(tmp_path):
+    from tiny import tiny_pipeline
+
+    source = tmp_path / "stage2"
+    tiny_pipeline(pixel_vae=True, residual=True, sample_size=8).save_pretrained(source)
+    (source / "loss_log.csv").write_text("step,epoch,loss\n1,1,0.9\n2,1,0.5\n")
+    target = tmp_path / "default_model"
+    target.mkdir()
+    (target / "README.md").write_text("# card\n")
+    (target / "stale.txt").write_text("from an older model\n")
+    pipe = VideoDeblurPipeline.from_pretrained(source)
+    tile = 2 * pipe.size_multiple
+    ship = [sys.executable, os.path.join(REPO, "train", "recipes", "ship_default_model.py"), str(source), str(target)]
+    result = subprocess.run([*ship, "--tile-size", str(tile)], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+
+    shipped = VideoDeblurPipeline.from_pretrained(target)
+    assert shipped.unet.config.sample_size == tile // shipped.vae_scale_factor  # the default tile, in latents
+    assert shipped.default_tile_size == tile
+    assert shipped.unet.dtype == torch.float32  # stored in float16, loaded back as float32
+    stored = load_file(target / "unet" / "diffusion_pytorch_model.safetensors")
+    assert {v.dtype for v in stored.values()} == {torch.float16}
+    assert shipped.config.residual is True
+    assert (target / "README.md").read_text() == "# card\n"  # the card is kept
+    assert not (target / "stale.txt").exists()  # nothing else of the old folder survives
+    assert "_name_or_path" not in (target / "model_index.json").read_text()  # no path of the training machine
+    record = json.loads((target / "training.json").read_text())
+    assert record["runs"][-1]["last_logged_step"] == 2 and record["runs"][-1]["last_loss"] == 0.5
+
+    bad = subprocess.run([*ship, "--tile-size", str(tile + 1)], capture_output=True, text=True, timeout=600)
+    assert bad.returncode != 0 and f"--tile-size {tile + 1} is not a positive multiple" in bad.stderr
+    assert (target / "README.md").is_file()  # a refused run leaves the shipped model as it was

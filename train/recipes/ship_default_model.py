@@ -51,6 +51,17 @@ def main() -> int:
     tmp = target + ".tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     pipe.save_pretrained(tmp, safe_serialization=True)
+    # A local path means nothing on the user's machine: the record of where the weights came from is training.json.
+    for config in [os.path.join(tmp, "model_index.json")] + [
+        os.path.join(tmp, d, "config.json")
+        for d in os.listdir(tmp)
+        if os.path.isfile(os.path.join(tmp, d, "config.json"))
+    ]:
+        data = json.load(open(config))
+        if data.pop("_name_or_path", None) is not None:
+            with open(config, "w") as f:
+                json.dump(data, f, indent=2, sort_keys=False)
+                f.write("\n")
     for keep in ("README.md", "training.json"):
         if os.path.isfile(os.path.join(target, keep)):
             shutil.copy2(os.path.join(target, keep), os.path.join(tmp, keep))
