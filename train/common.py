@@ -633,6 +633,21 @@ def make_optimizer(args: argparse.Namespace, params: list[torch.nn.Parameter], a
     return optimizer, lr_scheduler
 
 
+def inverse_std(dataloader, sampler, values_of: Callable[[dict], torch.Tensor], batches: int = 8) -> float:
+    """1 / std of `values_of(batch)` over the first `batches` training batches, in a data order of its own (epoch
+    20,000 of the seeded sampler: reproducible, so a resumed run measures the same value; training sets its own
+    epoch before every pass)."""
+    values = []
+    sampler.set_epoch(20_000)
+    with torch.no_grad():
+        for i, batch in enumerate(dataloader):
+            if i >= batches:
+                break
+            values.append(values_of(batch).flatten().float().cpu())
+    std = float(torch.cat(values).std())
+    return 1.0 / max(std, 1e-6)
+
+
 def prepare_training(args: argparse.Namespace, accelerator, model, params: list[torch.nn.Parameter], dataloader):
     """Optimiser and LR schedule, `accelerator.prepare`, the EMA of `params` (with `--use_ema`) and the per-step
     noise generator: what every stage sets up alike once its model and trainable parameters are chosen.

@@ -113,20 +113,14 @@ def prepare(args: argparse.Namespace, log_name: str):
 
 def measure_target_scaling(args, accelerator, pipe: VideoDeblurPipeline, dataloader, sampler, batches: int = 8):
     """1 / std of the unscaled diffusion targets (sharp latents, or sharp - blurred with --residual) over a few
-    training batches, in a data order of its own (reproducible, so a resumed run measures the same value)."""
-    values = []
-    sampler.set_epoch(20_000)
-    with torch.no_grad():
-        for i, batch in enumerate(dataloader):
-            if i >= batches:
-                break
-            sharp = pipe.encode_video(batch["sharp"].to(accelerator.device)).float()
-            target = (
-                sharp - pipe.encode_video(batch["blur"].to(accelerator.device)).float() if args.residual else sharp
-            )
-            values.append((target / pipe.vae.config.scaling_factor).flatten().cpu())
-    std = float(torch.cat(values).std())
-    return 1.0 / max(std, 1e-6)
+    training batches (`common.inverse_std`: reproducible, so a resumed run measures the same value)."""
+
+    def unscaled_target(batch: dict) -> torch.Tensor:
+        sharp = pipe.encode_video(batch["sharp"].to(accelerator.device)).float()
+        target = sharp - pipe.encode_video(batch["blur"].to(accelerator.device)).float() if args.residual else sharp
+        return target / pipe.vae.config.scaling_factor
+
+    return common.inverse_std(dataloader, sampler, unscaled_target, batches)
 
 
 def load_pipeline(args: argparse.Namespace, accelerator, weight_dtype: torch.dtype) -> VideoDeblurPipeline:

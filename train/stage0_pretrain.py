@@ -329,16 +329,10 @@ def train_autoencoder(args, accelerator, vae, dataloader, sampler, clips) -> Non
 
 
 def measure_scaling(args, accelerator, vae, dataloader, sampler, batches: int = 8) -> float:
-    """1 / std of the unscaled latents over a few training batches (data order of its own: reproducible)."""
-    values = []
-    sampler.set_epoch(20_000)
-    with torch.no_grad():
-        for i, batch in enumerate(dataloader):
-            if i >= batches:
-                break
-            values.append(encode_frames(vae, batch["sharp"].to(accelerator.device), 1.0).flatten().cpu())
-    std = float(torch.cat(values).std())
-    return 1.0 / max(std, 1e-6)
+    """1 / std of the unscaled latents over a few training batches (`common.inverse_std`)."""
+    return common.inverse_std(
+        dataloader, sampler, lambda batch: encode_frames(vae, batch["sharp"].to(accelerator.device), 1.0), batches
+    )
 
 
 # ----------------------------------------------------------------------------------------------------------------
