@@ -49,6 +49,7 @@ def main() -> int:
     from quality import load_test_clips
 
     from pipeline_video_deblur import VideoDeblurPipeline
+    from pipeline_video_deblur.losses import add_noise, x0_from_v
 
     pipe = (
         VideoDeblurPipeline.from_default()
@@ -56,7 +57,7 @@ def main() -> int:
         else VideoDeblurPipeline.from_pretrained(args.model)
     )
     clips = load_test_clips(args.cache)
-    alphas_cumprod = pipe.scheduler.alphas_cumprod.double()
+    alphas_cumprod = pipe.scheduler.alphas_cumprod.float()
     generator = torch.Generator().manual_seed(args.seed)
     sums = {t: {"model": 0.0, "identity": 0.0, "linear": 0.0} for t in TIMESTEPS}
     count = 0
@@ -71,15 +72,14 @@ def main() -> int:
             context = pipe.encode_image(frames[0][:, (frames[0].shape[1] - 1) // 2])
             mean, var = x0.mean(), x0.var()
             for t in TIMESTEPS:
-                alpha, sigma = alphas_cumprod[t].sqrt().float(), (1 - alphas_cumprod[t]).sqrt().float()
+                alpha, sigma = alphas_cumprod[t].sqrt(), (1 - alphas_cumprod[t]).sqrt()
+                timestep = torch.tensor([t])
                 noise = torch.randn(x0.shape, generator=generator)
-                noisy = alpha * x0 + sigma * noise
-                output = pipe.unet(
-                    torch.cat([noisy, cond], 1), torch.tensor([t]), encoder_hidden_states=context
-                ).sample
+                noisy = add_noise(alphas_cumprod, x0, noise, timestep)
+                output = pipe.unet(torch.cat([noisy, cond], 1), timestep, encoder_hidden_states=context).sample
                 prediction_type = pipe.scheduler.config.prediction_type
                 if prediction_type == "v_prediction":
-                    predicted = alpha * noisy - sigma * output
+                    predicted = x0_from_v(alphas_cumprod, noisy, output, timestep)
                 elif prediction_type == "epsilon":
                     predicted = (noisy - sigma * output) / alpha
                 else:
