@@ -303,6 +303,63 @@ def sequence_name(split: str, index: int) -> str:
     return f"synth_{split}_{index:03d}"
 
 
+def _write_sequence(out: Path, split: str, index: int, seed: int, frames: int, size: tuple[int, int]) -> Path:
+    """Render sequence ``index`` of ``split`` and write it atomically (a temporary folder renamed when complete)."""
+    height, width = size
+    photos = SPLIT_PHOTOS[split]
+    rng = np.random.default_rng(np.random.SeedSequence([seed, SPLIT_IDS[split], index]))
+    # Backgrounds cycle through the split's photos from a seed-dependent offset, so few sequences
+    # already cover many photos.
+    offset = int(np.random.default_rng(np.random.SeedSequence([seed, SPLIT_IDS[split]])).integers(0, len(photos)))
+    blur, blur_gamma, sharp, meta = render_sequence(rng, photos, frames, (height, width), offset + index)
+    meta = {
+        "generator": "pipeline_video_deblur.data.synthetic",
+        "recipe": "GoPro (Nah et al. 2017): average of N gamma-encoded sub-frames; sharp = middle sub-frame",
+        "seed": seed,
+        "split": split,
+        "index": index,
+        "frames": frames,
+        "size": [height, width],
+        **meta,
+    }
+    target = out / split / sequence_name(split, index)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp-{uuid.uuid4().hex[:8]}")
+    try:
+        for folder, array in (("blur", blur), ("blur_gamma", blur_gamma), ("sharp", sharp)):
+            (tmp / folder).mkdir(parents=True)
+            for j, frame in enumerate(array):
+                Image.fromarray(frame).save(tmp / folder / f"{j:06d}.png")
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def _worker_init() -> None:
+    torch.set_num_threads(1)  # one process per core: no thread oversubscription
+
+
+def _check_existing(target: Path, seed: int, split: str, index: int, frames: int, size: tuple[int, int]) -> None:
+    """An existing sequence may be kept only if it is the one this call would write (same seed, frames, size)."""
+    try:
+        meta = json.loads((target / "meta.json").read_text())
+    except (OSError, ValueError) as error:
+        raise ValueError(f"Sequence folder {str(target)!r} exists but has no readable meta.json ({error})") from None
+    wanted = {"seed": seed, "split": split, "index": index, "frames": frames, "size": list(size)}
+    found = {key: meta.get(key) for key in wanted}
+    if found != wanted:
+        differ = {key: f"{found[key]!r} (wanted {wanted[key]!r})" for key in wanted if found[key] != wanted[key]}
+        raise ValueError(
+            f"Sequence folder {str(target)!r} was written with other settings: {differ}; "
+            "use another output folder, or overwrite to replace it"
+        )
+
+
 def make_synthetic_dataset(
     out: str | os.PathLike,
     split: str = "both",
@@ -312,6 +369,8 @@ def make_synthetic_dataset(
     seed: int = 0,
     overwrite: bool = False,
     progress: bool = True,
+    skip_existing: bool = False,
+    workers: int = 1,
 ) -> list[Path]:
     """Write synthetic GoPro-layout sequences under ``out/{train,test}/``.
 
@@ -324,9 +383,14 @@ def make_synthetic_dataset(
         seed: the whole output is a function of (seed, split, sequence index, frames, size).
         overwrite: replace sequences that already exist; otherwise an existing one is an error.
         progress: show a progress bar.
+        skip_existing: keep sequences that already exist and write only the missing ones (resumes an
+            interrupted run: every sequence is complete or absent). A kept sequence must have been written with
+            the same seed, frames and size, else it is an error.
+        workers: processes that render in parallel (the output does not depend on it).
 
     Returns:
-        The sequence folders written. Each is written into a temporary folder and renamed when complete.
+        The sequence folders written (not those kept). Each is written into a temporary folder and renamed when
+        complete.
     """
     from tqdm.auto import tqdm
 
@@ -335,49 +399,46 @@ def make_synthetic_dataset(
         raise ValueError(f"split must be 'train', 'test' or 'both', got {split!r}")
     if sequences < 1 or frames < 1:
         raise ValueError(f"sequences and frames must be at least 1, got sequences={sequences}, frames={frames}")
+    if workers < 1:
+        raise ValueError(f"workers must be at least 1, got {workers}")
+    if overwrite and skip_existing:
+        raise ValueError("overwrite and skip_existing exclude each other: choose one")
     height, width = (int(s) for s in size)
     if height < 16 or width < 16:
         raise ValueError(f"size must be at least 16x16, got {height}x{width}")
     out = Path(out)
-    jobs = [(s, i) for s in splits for i in range(sequences)]
-    for s, i in jobs:
-        target = out / s / sequence_name(s, i)
-        if target.exists() and not overwrite:
-            raise FileExistsError(f"Sequence folder already exists: {str(target)!r} (use overwrite to replace it)")
-    written = []
-    for s, i in tqdm(jobs, desc="synth", unit="seq", disable=not progress):
-        photos = SPLIT_PHOTOS[s]
-        rng = np.random.default_rng(np.random.SeedSequence([seed, SPLIT_IDS[s], i]))
-        # Backgrounds cycle through the split's photos from a seed-dependent offset, so few sequences
-        # already cover many photos.
-        offset = int(np.random.default_rng(np.random.SeedSequence([seed, SPLIT_IDS[s]])).integers(0, len(photos)))
-        blur, blur_gamma, sharp, meta = render_sequence(rng, photos, frames, (height, width), offset + i)
-        meta = {
-            "generator": "pipeline_video_deblur.data.synthetic",
-            "recipe": "GoPro (Nah et al. 2017): average of N gamma-encoded sub-frames; sharp = middle sub-frame",
-            "seed": seed,
-            "split": s,
-            "index": i,
-            "frames": frames,
-            "size": [height, width],
-            **meta,
-        }
-        target = out / s / sequence_name(s, i)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.tmp-{uuid.uuid4().hex[:8]}")
-        try:
-            for folder, array in (("blur", blur), ("blur_gamma", blur_gamma), ("sharp", sharp)):
-                (tmp / folder).mkdir(parents=True)
-                for j, frame in enumerate(array):
-                    Image.fromarray(frame).save(tmp / folder / f"{j:06d}.png")
-            (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
-            if target.exists():
-                shutil.rmtree(target)
-            os.replace(tmp, target)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
-        written.append(target)
+    jobs = []
+    for s in splits:
+        for i in range(sequences):
+            target = out / s / sequence_name(s, i)
+            if target.exists() and not overwrite:
+                if not skip_existing:
+                    raise FileExistsError(
+                        f"Sequence folder already exists: {str(target)!r} (use overwrite to replace it, or "
+                        "skip_existing to keep it and write the missing ones)"
+                    )
+                _check_existing(target, seed, s, i, frames, (height, width))
+                continue
+            jobs.append((out, s, i, seed, frames, (height, width)))
+    bar = tqdm(total=len(jobs), desc="synth", unit="seq", disable=not progress)
+    if workers == 1 or len(jobs) <= 1:
+        written = []
+        for job in jobs:
+            written.append(_write_sequence(*job))
+            bar.update()
+    else:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        # spawn, not fork: the parent may hold torch's thread pools, which a forked child must not inherit.
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=context, initializer=_worker_init) as pool:
+            futures = [pool.submit(_write_sequence, *job) for job in jobs]
+            for future in futures:
+                future.result()
+                bar.update()
+        written = [future.result() for future in futures]
+    bar.close()
     return written
 
 
@@ -404,6 +465,12 @@ def add_synth_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--size", default="128x128", help="frame size HxW (default 128x128)")
     parser.add_argument("--seed", type=int, default=0, help="random seed; the output is a function of it")
     parser.add_argument("--overwrite", action="store_true", help="replace sequences that already exist")
+    parser.add_argument(
+        "--skip-existing",
+        action="store_true",
+        help="keep the sequences already written (same seed, frames, size) and write only the missing ones",
+    )
+    parser.add_argument("--workers", type=int, default=1, help="processes rendering in parallel (default 1)")
 
 
 def run_synth(args: argparse.Namespace) -> int:
@@ -417,6 +484,8 @@ def run_synth(args: argparse.Namespace) -> int:
             size=parse_size(args.size),
             seed=args.seed,
             overwrite=getattr(args, "overwrite", False),
+            skip_existing=getattr(args, "skip_existing", False),
+            workers=getattr(args, "workers", 1),
         )
     except FileExistsError as error:
         raise ValueError(str(error)) from error

@@ -1,6 +1,10 @@
 """The GoPro-recipe synthetic generator: layout, determinism, the photo split, blur that is really there."""
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -92,6 +96,55 @@ def test_refuses_to_overwrite_and_checks_arguments(synth_root):
     assert parse_size("128x96") == (128, 96) and parse_size("64") == (64, 64)
     with pytest.raises(ValueError, match="HxW"):
         parse_size("big")
+
+
+def _same_sequences(a, b, split, names):
+    for name in names:
+        for kind in ("blur", "blur_gamma", "sharp"):
+            for png in (a / split / name / kind).iterdir():
+                assert png.read_bytes() == (b / split / name / kind / png.name).read_bytes(), (name, kind, png.name)
+        assert (a / split / name / "meta.json").read_text() == (b / split / name / "meta.json").read_text()
+
+
+def test_skip_existing_resumes_an_interrupted_run(synth_root, tmp_path):
+    root = tmp_path / "resumed"
+    make_synthetic_dataset(root, split="test", sequences=1, frames=4, size=SIZE, seed=0, progress=False)
+    kept = root / "test" / "synth_test_000" / "sharp" / "000000.png"
+    stamp = kept.stat().st_mtime_ns
+    # A leftover temporary folder of an interrupted write is not a sequence: it is ignored, not kept.
+    (root / "test" / ".synth_test_001.tmp-deadbeef" / "blur").mkdir(parents=True)
+    written = make_synthetic_dataset(
+        root, split="test", sequences=2, frames=4, size=SIZE, seed=0, progress=False, skip_existing=True
+    )
+    assert [p.name for p in written] == ["synth_test_001"]
+    assert kept.stat().st_mtime_ns == stamp  # the existing sequence was not rewritten
+    _same_sequences(root, synth_root, "test", ["synth_test_000", "synth_test_001"])  # as if never interrupted
+    assert make_synthetic_dataset(
+        root, split="test", sequences=2, frames=4, size=SIZE, seed=0, progress=False, skip_existing=True
+    ) == []
+    # A sequence written with other settings is never mixed into the data.
+    with pytest.raises(ValueError, match=r"synth_test_000.*'frames': '4 \(wanted 3\)'"):
+        make_synthetic_dataset(root, split="test", sequences=2, frames=3, size=SIZE, seed=0, skip_existing=True)
+    with pytest.raises(ValueError, match=r"'seed': '0 \(wanted 5\)'"):
+        make_synthetic_dataset(root, split="test", sequences=1, frames=4, size=SIZE, seed=5, skip_existing=True)
+    with pytest.raises(ValueError, match="exclude each other"):
+        make_synthetic_dataset(root, split="test", overwrite=True, skip_existing=True)
+    with pytest.raises(ValueError, match="workers must be at least 1, got 0"):
+        make_synthetic_dataset(root, split="test", workers=0)
+
+
+def test_cli_workers_write_the_same_sequences(synth_root, tmp_path):
+    # The real `video-deblur synth`, two worker processes: byte-identical to the sequential output.
+    repo = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": str(repo), "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "pipeline_video_deblur.cli", "synth", "--out", str(tmp_path / "cli")]
+    command += ["--split", "train", "--sequences", "2", "--frames", "4", "--size", "24x32", "--seed", "0"]
+    done = subprocess.run(command + ["--workers", "2"], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "Wrote 2 sequences" in done.stdout
+    _same_sequences(tmp_path / "cli", synth_root, "train", ["synth_train_000", "synth_train_001"])
+    again = subprocess.run(command + ["--skip-existing"], capture_output=True, text=True, env=env, timeout=300)
+    assert again.returncode == 0 and "Wrote 0 sequences" in again.stdout, again.stderr
 
 
 def test_every_photo_is_bundled_offline():
