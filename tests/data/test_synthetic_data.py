@@ -37,6 +37,14 @@ def _read(folder):
     return np.stack([np.asarray(Image.open(p)) for p in sorted(folder.glob("*.png"))])
 
 
+def _same_sequences(a, b, split, names):
+    for name in names:
+        for kind in ("blur", "blur_gamma", "sharp"):
+            for png in (a / split / name / kind).iterdir():
+                assert png.read_bytes() == (b / split / name / kind / png.name).read_bytes(), (name, kind, png.name)
+        assert (a / split / name / "meta.json").read_text() == (b / split / name / "meta.json").read_text()
+
+
 def test_layout_and_meta(synth_root):
     for split in ("train", "test"):
         sequences = sorted(p.name for p in (synth_root / split).iterdir())
@@ -73,13 +81,7 @@ def test_clips_are_blurred_and_moving(synth_root):
 def test_deterministic_for_a_seed(synth_root, tmp_path):
     make_synthetic_dataset(tmp_path / "a", split="test", sequences=2, frames=4, size=SIZE, seed=0, progress=False)
     make_synthetic_dataset(tmp_path / "b", split="test", sequences=1, frames=4, size=SIZE, seed=1, progress=False)
-    for name in ("synth_test_000", "synth_test_001"):
-        for kind in ("blur", "blur_gamma", "sharp"):
-            for png in (synth_root / "test" / name / kind).iterdir():
-                assert png.read_bytes() == (tmp_path / "a" / "test" / name / kind / png.name).read_bytes()
-        assert (synth_root / "test" / name / "meta.json").read_text() == (
-            tmp_path / "a" / "test" / name / "meta.json"
-        ).read_text()
+    _same_sequences(synth_root, tmp_path / "a", "test", ["synth_test_000", "synth_test_001"])
     assert not np.array_equal(
         _read(tmp_path / "a" / "test" / "synth_test_000" / "sharp"),
         _read(tmp_path / "b" / "test" / "synth_test_000" / "sharp"),
@@ -98,14 +100,6 @@ def test_refuses_to_overwrite_and_checks_arguments(synth_root):
         parse_size("big")
 
 
-def _same_sequences(a, b, split, names):
-    for name in names:
-        for kind in ("blur", "blur_gamma", "sharp"):
-            for png in (a / split / name / kind).iterdir():
-                assert png.read_bytes() == (b / split / name / kind / png.name).read_bytes(), (name, kind, png.name)
-        assert (a / split / name / "meta.json").read_text() == (b / split / name / "meta.json").read_text()
-
-
 def test_skip_existing_resumes_an_interrupted_run(synth_root, tmp_path):
     root = tmp_path / "resumed"
     make_synthetic_dataset(root, split="test", sequences=1, frames=4, size=SIZE, seed=0, progress=False)
@@ -119,9 +113,12 @@ def test_skip_existing_resumes_an_interrupted_run(synth_root, tmp_path):
     assert [p.name for p in written] == ["synth_test_001"]
     assert kept.stat().st_mtime_ns == stamp  # the existing sequence was not rewritten
     _same_sequences(root, synth_root, "test", ["synth_test_000", "synth_test_001"])  # as if never interrupted
-    assert make_synthetic_dataset(
-        root, split="test", sequences=2, frames=4, size=SIZE, seed=0, progress=False, skip_existing=True
-    ) == []
+    assert (
+        make_synthetic_dataset(
+            root, split="test", sequences=2, frames=4, size=SIZE, seed=0, progress=False, skip_existing=True
+        )
+        == []
+    )
     # A sequence written with other settings is never mixed into the data.
     with pytest.raises(ValueError, match=r"synth_test_000.*'frames': '4 \(wanted 3\)'"):
         make_synthetic_dataset(root, split="test", sequences=2, frames=3, size=SIZE, seed=0, skip_existing=True)
