@@ -23,6 +23,8 @@ import PIL.ImageDraw
 import torch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+from results_io import atomic_path, write_json  # noqa: E402
 
 
 def load_test_clips(cache: str) -> list[tuple[str, np.ndarray, np.ndarray]]:
@@ -195,11 +197,7 @@ def main() -> None:
             "tile_size": "pipeline default",
         },
     }
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    tmp = args.out + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(result, f, indent=2, default=float)
-    os.replace(tmp, args.out)
+    write_json(args.out, result, default=float)
 
     # Figure: the middle frame of each clip, one row per clip, one column per method, PSNR on each panel.
     columns = ["blurred input", "unsharp baseline", default_name, fast_name]
@@ -230,7 +228,8 @@ def main() -> None:
     canvas = PIL.Image.new("RGB", (figure.width, figure.height + 16))
     canvas.paste(header, (0, 0))
     canvas.paste(figure, (0, 16))
-    canvas.save(args.figure)
+    with atomic_path(args.figure) as tmp:
+        canvas.save(tmp)
     print(f"wrote {args.out} and {args.figure}")
 
 

@@ -20,7 +20,6 @@ same however often it is evaluated. Prints a table, writes JSON and a plot.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -91,6 +90,7 @@ def main() -> int:
 
     sys.path.insert(0, HERE)
     from quality import load_test_clips
+    from results_io import atomic_path, write_json
 
     torch.set_num_threads(1)
     torch.manual_seed(0)
@@ -128,11 +128,7 @@ def main() -> int:
                   f"({test_in:.2f} -> {test_out:.2f})  {rows[-1]['minutes']:.1f} min", flush=True)  # fmt: skip
 
     results = {"train_data": args.train_data, "train_sequences": len(train), "lr": args.lr, "rows": rows}
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    tmp = args.out + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(results, f, indent=2)
-    os.replace(tmp, args.out)
+    write_json(args.out, results)
 
     import matplotlib
 
@@ -149,10 +145,8 @@ def main() -> int:
     axis.set_title(f"plain CNN regressor, {len(train)} train sequences, lr {args.lr:g}")
     axis.legend()
     figure.tight_layout()
-    root, ext = os.path.splitext(args.figure)
-    tmp_png = f"{root}.tmp{ext}"
-    figure.savefig(tmp_png, dpi=100)
-    os.replace(tmp_png, args.figure)
+    with atomic_path(args.figure) as tmp:
+        figure.savefig(tmp, dpi=100)
     print(f"wrote {args.out} and {args.figure}")
     return 0
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import cProfile
-import json
 import os
 import pstats
 import subprocess
@@ -24,6 +23,8 @@ import torch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tests"))
+sys.path.insert(0, HERE)
+from results_io import write_json  # noqa: E402
 
 # The UNet config of damo-vilab/text-to-video-ms-1.7b (unet/config.json), with in_channels doubled for the
 # blurred-latent condition (DESIGN 2.1).
@@ -150,9 +151,7 @@ def main() -> None:
         r = results["t2v"]
         print(f"ModelScope T2V UNet ({r['unet_params'] / 1e9:.3f} B parameters), {r['latent_window']}:")
         print(f"  CPU forward            {', '.join(f'{t:.1f}' for t in r['forward_seconds'])} s")
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(results, f, indent=2)
+    write_json(args.out, results)
     print(f"wrote {args.out}")
 
 

@@ -21,7 +21,6 @@ so it is the PSNR gain before clipping and rounding. Prints a table, writes JSON
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import sys
@@ -30,6 +29,7 @@ import torch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
+from results_io import atomic_path, write_json  # noqa: E402
 
 TIMESTEPS = (999, 900, 800, 666, 500, 333, 200, 100, 50, 19)
 
@@ -105,11 +105,7 @@ def main() -> int:
         "residual": bool(pipe.config.residual),
         "rows": rows,
     }
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    tmp = args.out + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(result, f, indent=2)
-    os.replace(tmp, args.out)
+    write_json(args.out, result)
 
     import matplotlib
 
@@ -124,9 +120,8 @@ def main() -> int:
     axis.set_title(f"x0 error per timestep: {os.path.basename(os.path.normpath(args.model))}")
     axis.legend()
     figure.tight_layout()
-    tmp_png = args.figure + ".tmp.png"
-    figure.savefig(tmp_png, dpi=100)
-    os.replace(tmp_png, args.figure)
+    with atomic_path(args.figure) as tmp:
+        figure.savefig(tmp, dpi=100)
     print(f"wrote {args.out} and {args.figure}")
     return 0
 
