@@ -434,10 +434,10 @@ def make_synthetic_dataset(
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=context, initializer=_worker_init) as pool:
             futures = [pool.submit(_write_sequence, *job) for job in jobs]
+            written = []
             for future in futures:
-                future.result()
+                written.append(future.result())
                 bar.update()
-        written = [future.result() for future in futures]
     bar.close()
     return written
 
