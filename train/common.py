@@ -102,6 +102,21 @@ def add_common_args(parser: argparse.ArgumentParser, learning_rate: float = 5e-5
     opt.add_argument(
         "--condition_dropout", type=float, default=0.1, help="probability of zeroing a sample's image tokens (for CFG)"
     )
+    opt.add_argument(
+        "--timestep_bias_strategy",
+        choices=["none", "earlier", "later", "range"],
+        default="none",
+        help="draw some training timesteps more often (as diffusers' SDXL script): 'later' favours the noisiest "
+        "--timestep_bias_portion of them, where the model must deblur rather than denoise; 'none' is uniform",
+    )
+    opt.add_argument(
+        "--timestep_bias_multiplier", type=float, default=1.0, help="weight of the favoured timesteps (> 0)"
+    )
+    opt.add_argument(
+        "--timestep_bias_portion", type=float, default=0.25, help="fraction of timesteps 'earlier'/'later' favour"
+    )
+    opt.add_argument("--timestep_bias_begin", type=int, default=0, help="first favoured timestep for 'range'")
+    opt.add_argument("--timestep_bias_end", type=int, default=1000, help="end (exclusive) of 'range'")
     opt.add_argument("--seed", type=int, default=0)
 
     ckpt = parser.add_argument_group("checkpoints and logs")
@@ -154,6 +169,15 @@ def check_common_args(args: argparse.Namespace) -> None:
         raise ValueError(f"--checkpoints_total_limit must be at least 1, got {args.checkpoints_total_limit}")
     if args.validation_steps < 0 or args.num_validation_clips < 0:
         raise ValueError("--validation_steps and --num_validation_clips must be non-negative")
+    if args.timestep_bias_multiplier <= 0:
+        raise ValueError(f"--timestep_bias_multiplier must be positive, got {args.timestep_bias_multiplier}")
+    if not 0 < args.timestep_bias_portion <= 1:
+        raise ValueError(f"--timestep_bias_portion must be in (0, 1], got {args.timestep_bias_portion}")
+    if not 0 <= args.timestep_bias_begin < args.timestep_bias_end:
+        raise ValueError(
+            f"--timestep_bias_begin {args.timestep_bias_begin} and --timestep_bias_end {args.timestep_bias_end} must "
+            "satisfy 0 <= begin < end"
+        )
     if args.dataloader_num_workers < 0:
         raise ValueError(f"--dataloader_num_workers must be non-negative, got {args.dataloader_num_workers}")
     args.validation_resolution = args.validation_resolution or args.resolution
@@ -343,11 +367,48 @@ class NoiseRNG:
         self.generator.manual_seed(int(state[0]) << 32 | int(state[1]))
 
 
-def diffusion_draws(rng: NoiseRNG, shape: tuple[int, ...], num_train_timesteps: int, condition_dropout: float, device):
-    """Noise (shape), timesteps (B,) uniform in [0, T), and a keep mask (B,) that is 0 with prob. `condition_dropout`."""
+def timestep_weights(args: argparse.Namespace, num_train_timesteps: int) -> torch.Tensor | None:
+    """Probabilities (T,) of drawing each training timestep under --timestep_bias_*; None for uniform draws.
+
+    The favoured timesteps (the first or last `portion` of them, or [begin, end)) weigh `multiplier` times the
+    others. None rather than a flat vector keeps the uniform default's draws identical to earlier versions, so a
+    run resumed across this change draws what it would have."""
+    strategy = getattr(args, "timestep_bias_strategy", "none")
+    if strategy == "none" or args.timestep_bias_multiplier == 1.0:
+        return None
+    weights = torch.ones(num_train_timesteps, dtype=torch.float64)
+    count = max(1, int(round(args.timestep_bias_portion * num_train_timesteps)))
+    if strategy == "later":
+        favoured = slice(num_train_timesteps - count, num_train_timesteps)
+    elif strategy == "earlier":
+        favoured = slice(0, count)
+    else:
+        if args.timestep_bias_end > num_train_timesteps:
+            raise ValueError(
+                f"--timestep_bias_end {args.timestep_bias_end} is past the scheduler's {num_train_timesteps} "
+                "training timesteps"
+            )
+        favoured = slice(args.timestep_bias_begin, args.timestep_bias_end)
+    weights[favoured] *= args.timestep_bias_multiplier
+    return (weights / weights.sum()).float()
+
+
+def diffusion_draws(
+    rng: NoiseRNG,
+    shape: tuple[int, ...],
+    num_train_timesteps: int,
+    condition_dropout: float,
+    device,
+    weights: torch.Tensor | None = None,
+):
+    """Noise (shape), timesteps (B,) in [0, T) (uniform, or drawn with `weights` from `timestep_weights`), and a
+    keep mask (B,) that is 0 with probability `condition_dropout`."""
     g = rng.generator
     noise = torch.randn(shape, generator=g, device=device)
-    timesteps = torch.randint(0, num_train_timesteps, (shape[0],), generator=g, device=device)
+    if weights is None:
+        timesteps = torch.randint(0, num_train_timesteps, (shape[0],), generator=g, device=device)
+    else:
+        timesteps = torch.multinomial(weights.to(device), shape[0], replacement=True, generator=g)
     keep = (torch.rand(shape[0], generator=g, device=device) >= condition_dropout).float()
     return noise, timesteps, keep
 

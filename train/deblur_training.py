@@ -19,7 +19,7 @@ from pathlib import Path
 
 import common
 import torch
-from common import clip_embed, diffusion_draws, log_image, psnr, save_comparison  # noqa: F401
+from common import clip_embed, diffusion_draws, log_image, psnr, save_comparison, timestep_weights  # noqa: F401
 
 from pipeline_video_deblur import VideoDeblurPipeline
 from pipeline_video_deblur.losses import add_noise, coherence_loss, deblur_loss, x0_from_v
@@ -182,6 +182,7 @@ def make_loss_fn(args, accelerator, pipe: VideoDeblurPipeline, model, noise_rng)
     alphas_cumprod = noise_scheduler.alphas_cumprod.to(accelerator.device)
     num_train_timesteps = noise_scheduler.config.num_train_timesteps
     device = accelerator.device
+    weights = timestep_weights(args, num_train_timesteps)
 
     def compute_loss(batch: dict) -> dict[str, torch.Tensor]:
         blur = batch["blur"].to(device, non_blocking=True)  # (B, F, 3, H, W) in [0, 1]
@@ -191,7 +192,7 @@ def make_loss_fn(args, accelerator, pipe: VideoDeblurPipeline, model, noise_rng)
             sharp_latents = pipe.encode_video(sharp).float()
         x0 = sharp_latents - cond if args.residual else sharp_latents
         noise, timesteps, keep = diffusion_draws(
-            noise_rng, tuple(x0.shape), num_train_timesteps, args.condition_dropout, device
+            noise_rng, tuple(x0.shape), num_train_timesteps, args.condition_dropout, device, weights
         )
         noisy = add_noise(alphas_cumprod, x0, noise, timesteps)
         centre = blur[:, (blur.shape[1] - 1) // 2]  # the pipeline embeds the centre frame of each window

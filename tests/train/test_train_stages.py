@@ -194,7 +194,8 @@ def test_stage2_full_finetune_changes_unet_and_keeps_residual(tmp_path, stage1_r
     run_script(
         [TRAIN / "stage2_finetune.py", "--pretrained_model_name_or_path", stage1_run, "--train_data_dir", train_data,
          "--output_dir", out, "--max_train_steps", "2", "--learning_rate", "1e-3", "--residual",
-         "--latent_scaling_factor", "auto", *TINY_TRAIN_FLAGS]
+         "--latent_scaling_factor", "auto", "--timestep_bias_strategy", "later", "--timestep_bias_multiplier", "4",
+         *TINY_TRAIN_FLAGS]
     )  # fmt: skip
     unet_changed = changed(weights(stage1_run / "unet"), weights(out / "unet"))
     assert len(unet_changed) > 10 and "conv_in.bias" in unet_changed  # the whole UNet trains now

@@ -45,6 +45,10 @@ BATCH=${BATCH:-2}
 STAGE0_STEPS=${STAGE0_STEPS:-150}
 STAGE1_STEPS=${STAGE1_STEPS:-150}
 STAGE2_STEPS=${STAGE2_STEPS:-2000}  # the shipped model: stopped at 1800 (STAGE2_STEPS=1800 after checkpoint-1800)
+# Stage 2's timestep draws (train --timestep_bias_*): 'later' with a multiplier > 1 spends more of the steps on the
+# noisiest timesteps, where the model has to deblur rather than denoise (the card's timestep table).
+STAGE2_TIMESTEP_BIAS=${STAGE2_TIMESTEP_BIAS:-none}
+STAGE2_TIMESTEP_BIAS_MULTIPLIER=${STAGE2_TIMESTEP_BIAS_MULTIPLIER:-1}
 CHECKPOINT_EVERY=${CHECKPOINT_EVERY:-100}
 VALIDATE_EVERY=${VALIDATE_EVERY:-0}
 
@@ -104,7 +108,8 @@ echo "== stage 2: the whole model"
 if ! done_pipeline "$OUT"; then
     $LAUNCH train/stage2_finetune.py "${COMMON[@]}" --output_dir "$OUT" \
         --pretrained_model_name_or_path "$START" --residual --use_ema --ema_decay 0.999 \
-        --max_train_steps "$STAGE2_STEPS" --learning_rate "$STAGE2_LR" --lr_scheduler cosine --lr_warmup_steps 50
+        --max_train_steps "$STAGE2_STEPS" --learning_rate "$STAGE2_LR" --lr_scheduler cosine --lr_warmup_steps 50 \
+        --timestep_bias_strategy "$STAGE2_TIMESTEP_BIAS" --timestep_bias_multiplier "$STAGE2_TIMESTEP_BIAS_MULTIPLIER"
 fi
 
 echo "== ship"
