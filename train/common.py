@@ -367,13 +367,14 @@ class NoiseRNG:
         self.generator.manual_seed(int(state[0]) << 32 | int(state[1]))
 
 
-def timestep_weights(args: argparse.Namespace, num_train_timesteps: int) -> torch.Tensor | None:
-    """Probabilities (T,) of drawing each training timestep under --timestep_bias_*; None for uniform draws.
+def timestep_weights(args: argparse.Namespace, num_train_timesteps: int, device=None) -> torch.Tensor | None:
+    """Probabilities (T,) on `device` of drawing each training timestep under --timestep_bias_*; None for uniform
+    draws.
 
     The favoured timesteps (the first or last `portion` of them, or [begin, end)) weigh `multiplier` times the
     others. None rather than a flat vector keeps the uniform default's draws identical to earlier versions, so a
     run resumed across this change draws what it would have."""
-    strategy = getattr(args, "timestep_bias_strategy", "none")
+    strategy = args.timestep_bias_strategy
     if strategy == "none" or args.timestep_bias_multiplier == 1.0:
         return None
     weights = torch.ones(num_train_timesteps, dtype=torch.float64)
@@ -390,7 +391,7 @@ def timestep_weights(args: argparse.Namespace, num_train_timesteps: int) -> torc
             )
         favoured = slice(args.timestep_bias_begin, args.timestep_bias_end)
     weights[favoured] *= args.timestep_bias_multiplier
-    return (weights / weights.sum()).float()
+    return (weights / weights.sum()).float().to(device)
 
 
 def diffusion_draws(
@@ -401,14 +402,14 @@ def diffusion_draws(
     device,
     weights: torch.Tensor | None = None,
 ):
-    """Noise (shape), timesteps (B,) in [0, T) (uniform, or drawn with `weights` from `timestep_weights`), and a
-    keep mask (B,) that is 0 with probability `condition_dropout`."""
+    """Noise (shape), timesteps (B,) in [0, T) (uniform, or drawn with `weights` from `timestep_weights`, placed on
+    `device` there once), and a keep mask (B,) that is 0 with probability `condition_dropout`."""
     g = rng.generator
     noise = torch.randn(shape, generator=g, device=device)
     if weights is None:
         timesteps = torch.randint(0, num_train_timesteps, (shape[0],), generator=g, device=device)
     else:
-        timesteps = torch.multinomial(weights.to(device), shape[0], replacement=True, generator=g)
+        timesteps = torch.multinomial(weights, shape[0], replacement=True, generator=g)
     keep = (torch.rand(shape[0], generator=g, device=device) >= condition_dropout).float()
     return noise, timesteps, keep
 

@@ -182,7 +182,7 @@ def make_loss_fn(args, accelerator, pipe: VideoDeblurPipeline, model, noise_rng)
     alphas_cumprod = noise_scheduler.alphas_cumprod.to(accelerator.device)
     num_train_timesteps = noise_scheduler.config.num_train_timesteps
     device = accelerator.device
-    weights = timestep_weights(args, num_train_timesteps)
+    weights = timestep_weights(args, num_train_timesteps, device)
 
     def compute_loss(batch: dict) -> dict[str, torch.Tensor]:
         blur = batch["blur"].to(device, non_blocking=True)  # (B, F, 3, H, W) in [0, 1]

@@ -435,14 +435,15 @@ def main(args: argparse.Namespace) -> None:
         args, accelerator, T2VModel(unet, image_encoder), params, dataloader
     )
     device = accelerator.device
-    weights = common.timestep_weights(args, 1000)
+    num_train_timesteps = train_scheduler.config.num_train_timesteps
+    weights = common.timestep_weights(args, num_train_timesteps, device)
 
     def compute_loss(batch: dict) -> dict[str, torch.Tensor]:
         sharp = batch["sharp"].to(device, non_blocking=True)  # (B, F, 3, H, W)
         with torch.no_grad():
             x0 = encode_frames(vae, sharp, scaling)  # (B, C, F, h, w)
         noise, timesteps, keep = common.diffusion_draws(
-            noise_rng, tuple(x0.shape), 1000, args.condition_dropout, device, weights
+            noise_rng, tuple(x0.shape), num_train_timesteps, args.condition_dropout, device, weights
         )
         noisy = add_noise(alphas_cumprod, x0, noise, timesteps)
         prediction = model(noisy, timesteps, sharp[:, (sharp.shape[1] - 1) // 2], keep)

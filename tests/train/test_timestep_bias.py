@@ -68,6 +68,14 @@ def test_biased_draws_follow_the_weights(flags, favoured, expected_share):
     assert torch.equal(timesteps, draw_timesteps(weights, steps=200))  # seeded
 
 
+def test_weights_are_placed_on_the_training_device_once():
+    # diffusion_draws samples from them every step without moving them: they must already be on its device.
+    flags = ("--timestep_bias_strategy", "later", "--timestep_bias_multiplier", "4")
+    weights = common.timestep_weights(parse(*flags), 1000, torch.device("meta"))
+    assert weights.device.type == "meta" and weights.shape == (1000,)
+    assert common.timestep_weights(parse(*flags), 1000).device.type == "cpu"
+
+
 @pytest.mark.parametrize(
     "flags, message",
     [
