@@ -15,9 +15,10 @@ Like GoPro, ``blur`` averages the gamma-encoded sub-frames and ``blur_gamma`` av
 during one exposure (scaled with the frame size). When the camera reaches the border of the photo its
 velocity is reflected, so a clip never comes to rest (a camera that stops there yields static clips).
 
-Stills come only from the images bundled inside scikit-image (read from its package folder; nothing is
-downloaded), with a fixed split: a test sequence is built only from ``TEST_PHOTOS`` and a train sequence
-only from ``TRAIN_PHOTOS``, backgrounds and objects alike.
+By default stills come only from the images bundled inside scikit-image (read from its package folder; nothing
+is downloaded), with a fixed split: a test sequence is built only from ``TEST_PHOTOS`` and a train sequence
+only from ``TRAIN_PHOTOS``, backgrounds and objects alike. ``photos_dir`` (``video-deblur synth --photos DIR``)
+renders one split from a folder of your own stills instead.
 """
 
 from __future__ import annotations
@@ -57,6 +58,9 @@ TRAIN_PHOTOS = ("astronaut", "rocket", "hubble_deep_field", "camera", "coins", "
 TEST_PHOTOS = ("chelsea", "motorcycle_left", "immunohistochemistry", "coffee")
 SPLIT_PHOTOS = {"train": TRAIN_PHOTOS, "test": TEST_PHOTOS}
 SPLIT_IDS = {"train": 0, "test": 1}
+# Stills a user may render from instead (``photos_dir``): the formats PIL reads that hold photos.
+PHOTO_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+MIN_PHOTO_SIDE = 16
 
 EXPOSURE_CHOICES = (7, 9, 11, 13)  # sub-frames per blurred frame; odd so that a middle sub-frame exists
 GAMMA = 2.2
@@ -75,16 +79,47 @@ def photo_path(name: str) -> Path:
     import skimage.data
 
     if name not in PHOTO_FILES:
-        raise ValueError(f"Unknown photo {name!r}; known: {sorted(PHOTO_FILES)}")
+        raise ValueError(f"Unknown photo {name!r}: not an image file, nor one of the bundled {sorted(PHOTO_FILES)}")
     path = Path(os.path.dirname(skimage.data.__file__)) / PHOTO_FILES[name]
     if not path.is_file():
         raise ValueError(f"scikit-image's bundled photo {name!r} is missing at {str(path)!r}")
     return path
 
 
+def photos_in_folder(folder: str | os.PathLike) -> tuple[str, ...]:
+    """The stills directly inside ``folder`` (not its subfolders), sorted by name, as absolute paths.
+
+    Each must be an image PIL can read, at least ``MIN_PHOTO_SIDE`` pixels on each side; else ``ValueError`` names
+    the file. Use them as ``photos`` of ``render_sequence`` or as ``photos_dir`` of ``make_synthetic_dataset``.
+    """
+    path = Path(folder)
+    expected = f"a folder of stills ({', '.join(PHOTO_EXTENSIONS)})"
+    if not path.is_dir():
+        raise ValueError(f"photos folder {str(folder)!r} is not a directory; expected {expected}")
+    files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in PHOTO_EXTENSIONS)
+    if not files:
+        raise ValueError(f"photos folder {str(folder)!r} holds no stills; expected {expected}")
+    for file in files:
+        try:
+            with Image.open(file) as image:
+                image.load()
+                width, height = image.size
+        except (OSError, ValueError, Image.DecompressionBombError) as error:
+            raise ValueError(f"photo {str(file)!r} cannot be read as an image ({error})") from None
+        if min(width, height) < MIN_PHOTO_SIDE:
+            raise ValueError(
+                f"photo {str(file)!r} is {width}x{height}; stills must be at least {MIN_PHOTO_SIDE} px on each side"
+            )
+    return tuple(str(file.resolve()) for file in files)
+
+
 def load_photo(name: str) -> np.ndarray:
-    """A bundled photo as float32 (H, W, 3) in [0, 1], gamma-encoded as stored (grayscale repeated to RGB)."""
-    with Image.open(photo_path(name)) as image:
+    """A photo as float32 (H, W, 3) in [0, 1], gamma-encoded as stored (grayscale repeated to RGB).
+
+    ``name`` is a bundled photo's name in ``PHOTO_FILES`` or the path of an image file (``photos_in_folder``).
+    """
+    path = Path(name) if name not in PHOTO_FILES and Path(name).is_file() else photo_path(name)
+    with Image.open(path) as image:
         return np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
 
 
@@ -180,7 +215,7 @@ def render_sequence(
 
     Args:
         rng: the sequence's random generator.
-        photos: names of the photos this split may use.
+        photos: the photos this split may use: bundled names (``SPLIT_PHOTOS``) or image paths.
         frames: number of blurred / sharp frame pairs.
         size: (H, W) of the frames.
         background_index: which of ``photos`` is the background (objects come from the others).
@@ -303,10 +338,30 @@ def sequence_name(split: str, index: int) -> str:
     return f"synth_{split}_{index:03d}"
 
 
-def _write_sequence(out: Path, split: str, index: int, seed: int, frames: int, size: tuple[int, int]) -> Path:
-    """Render sequence ``index`` of ``split`` and write it atomically (a temporary folder renamed when complete)."""
+def _photo_settings(photos_dir: str | None, photos: tuple[str, ...] | None) -> dict:
+    """What a sequence records about its stills; the bundled split photos record nothing (older data has no key)."""
+    if photos_dir is None:
+        return {}
+    return {"photos_dir": photos_dir, "photos": [Path(p).name for p in photos]}
+
+
+def _write_sequence(
+    out: Path,
+    split: str,
+    index: int,
+    seed: int,
+    frames: int,
+    size: tuple[int, int],
+    photos: tuple[str, ...] | None = None,
+    photos_dir: str | None = None,
+) -> Path:
+    """Render sequence ``index`` of ``split`` and write it atomically (a temporary folder renamed when complete).
+
+    ``photos`` (image paths from ``photos_dir``) replace the split's bundled photos when given.
+    """
     height, width = size
-    photos = SPLIT_PHOTOS[split]
+    bundled = photos is None
+    photos = SPLIT_PHOTOS[split] if bundled else photos
     rng = np.random.default_rng(np.random.SeedSequence([seed, SPLIT_IDS[split], index]))
     # Backgrounds cycle through the split's photos from a seed-dependent offset, so few sequences
     # already cover many photos.
@@ -320,6 +375,7 @@ def _write_sequence(out: Path, split: str, index: int, seed: int, frames: int, s
         "index": index,
         "frames": frames,
         "size": [height, width],
+        **_photo_settings(None if bundled else photos_dir, photos),
         **meta,
     }
     target = out / split / sequence_name(split, index)
@@ -344,13 +400,17 @@ def _worker_init() -> None:
     torch.set_num_threads(1)  # one process per core: no thread oversubscription
 
 
-def _check_existing(target: Path, seed: int, split: str, index: int, frames: int, size: tuple[int, int]) -> None:
-    """An existing sequence may be kept only if it is the one this call would write (same seed, frames, size)."""
+def _check_existing(
+    target: Path, seed: int, split: str, index: int, frames: int, size: tuple[int, int], photo_settings: dict
+) -> None:
+    """An existing sequence may be kept only if it is the one this call would write (same seed, frames, size,
+    stills)."""
     try:
         meta = json.loads((target / "meta.json").read_text())
     except (OSError, ValueError) as error:
         raise ValueError(f"Sequence folder {str(target)!r} exists but has no readable meta.json ({error})") from None
     wanted = {"seed": seed, "split": split, "index": index, "frames": frames, "size": list(size)}
+    wanted.update({"photos_dir": None, "photos": None}, **photo_settings)
     found = {key: meta.get(key) for key in wanted}
     if found != wanted:
         differ = {key: f"{found[key]!r} (wanted {wanted[key]!r})" for key in wanted if found[key] != wanted[key]}
@@ -371,6 +431,7 @@ def make_synthetic_dataset(
     progress: bool = True,
     skip_existing: bool = False,
     workers: int = 1,
+    photos_dir: str | os.PathLike | None = None,
 ) -> list[Path]:
     """Write synthetic GoPro-layout sequences under ``out/{train,test}/``.
 
@@ -387,6 +448,9 @@ def make_synthetic_dataset(
             interrupted run: every sequence is complete or absent). A kept sequence must have been written with
             the same seed, frames and size, else it is an error.
         workers: processes that render in parallel (the output does not depend on it).
+        photos_dir: a folder of your own stills (``PHOTO_EXTENSIONS``) to render from instead of the bundled
+            scikit-image photos; one split at a time (``"train"`` or ``"test"``), so that no still is in both.
+            Each sequence records the folder and its file names, which ``skip_existing`` checks.
 
     Returns:
         The sequence folders written (not those kept). Each is written into a temporary folder and renamed when
@@ -406,6 +470,16 @@ def make_synthetic_dataset(
     height, width = (int(s) for s in size)
     if height < 16 or width < 16:
         raise ValueError(f"size must be at least 16x16, got {height}x{width}")
+    photos = None
+    if photos_dir is not None:
+        if len(splits) != 1:
+            raise ValueError(
+                f"photos folder {str(photos_dir)!r} (--photos) with split {split!r} would put the same stills in "
+                "train and test; render one split per folder of stills: split='train' or split='test'"
+            )
+        photos = photos_in_folder(photos_dir)
+        photos_dir = str(Path(photos_dir).resolve())
+    settings = _photo_settings(photos_dir, photos)
     out = Path(out)
     jobs = []
     for s in splits:
@@ -417,9 +491,9 @@ def make_synthetic_dataset(
                         f"Sequence folder already exists: {str(target)!r} (use overwrite to replace it, or "
                         "skip_existing to keep it and write the missing ones)"
                     )
-                _check_existing(target, seed, s, i, frames, (height, width))
+                _check_existing(target, seed, s, i, frames, (height, width), settings)
                 continue
-            jobs.append((out, s, i, seed, frames, (height, width)))
+            jobs.append((out, s, i, seed, frames, (height, width), photos, photos_dir))
     bar = tqdm(total=len(jobs), desc="synth", unit="seq", disable=not progress)
     if workers == 1 or len(jobs) <= 1:
         written = []
@@ -471,6 +545,13 @@ def add_synth_args(parser: argparse.ArgumentParser) -> None:
         help="keep the sequences already written (same seed, frames, size) and write only the missing ones",
     )
     parser.add_argument("--workers", type=int, default=1, help="processes rendering in parallel (default 1)")
+    parser.add_argument(
+        "--photos",
+        default=None,
+        metavar="DIR",
+        help="render from your own stills in DIR (png, jpg, ...) instead of the bundled scikit-image photos; "
+        "needs --split train or --split test",
+    )
 
 
 def run_synth(args: argparse.Namespace) -> int:
@@ -486,6 +567,7 @@ def run_synth(args: argparse.Namespace) -> int:
             overwrite=getattr(args, "overwrite", False),
             skip_existing=getattr(args, "skip_existing", False),
             workers=getattr(args, "workers", 1),
+            photos_dir=getattr(args, "photos", None),
         )
     except FileExistsError as error:
         raise ValueError(str(error)) from error

@@ -149,3 +149,68 @@ def test_every_photo_is_bundled_offline():
         photo = load_photo(name)
         assert photo.ndim == 3 and photo.shape[-1] == 3 and min(photo.shape[:2]) >= 256
         assert photo.dtype == np.float32 and 0.0 <= photo.min() and photo.max() <= 1.0
+
+
+def _own_stills(folder):
+    """Three stills of the kinds users have: an RGB PNG, a grayscale JPEG, an RGBA PNG; plus a non-image file."""
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    ramp = np.linspace(0, 255, 80, dtype=np.float32)
+    rgb = np.stack([ramp[None, :].repeat(60, 0), ramp[:60, None].repeat(80, 1), rng.uniform(0, 255, (60, 80))], -1)
+    Image.fromarray(rgb.astype(np.uint8)).save(folder / "b_street.png")
+    Image.fromarray(rng.integers(0, 256, (40, 50), dtype=np.uint8), mode="L").save(folder / "a_wall.JPG")
+    rgba = np.concatenate([rgb[:48, :48], np.full((48, 48, 1), 200.0)], -1).astype(np.uint8)
+    Image.fromarray(rgba, mode="RGBA").save(folder / "c_sign.png")
+    (folder / "notes.txt").write_text("not a photo")
+    return folder
+
+
+def test_cli_renders_from_a_folder_of_own_stills(tmp_path):
+    # The real `video-deblur synth --photos DIR`: sequences built only from the user's stills, resumable.
+    stills = _own_stills(tmp_path / "stills")
+    repo = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": str(repo), "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "pipeline_video_deblur.cli", "synth", "--out", str(tmp_path / "own")]
+    command += ["--split", "train", "--sequences", "3", "--frames", "3", "--size", "24x32", "--seed", "0"]
+    done = subprocess.run(command + ["--photos", str(stills)], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "Wrote 3 sequences" in done.stdout
+    names = ["a_wall.JPG", "b_street.png", "c_sign.png"]
+    backgrounds = set()
+    for folder in sorted((tmp_path / "own" / "train").iterdir()):
+        meta = json.loads((folder / "meta.json").read_text())
+        assert meta["photos_dir"] == str(stills.resolve()) and meta["photos"] == names
+        used = {meta["background"]["photo"], *(o["photo"] for o in meta["objects"])}
+        assert used <= {str(stills.resolve() / n) for n in names}, used
+        backgrounds.add(meta["background"]["photo"])
+        sharp = _read(folder / "sharp")
+        assert sharp.shape == (3, *SIZE, 3)
+        assert np.abs(_read(folder / "blur").astype(float) - sharp).mean() > 1.0
+    assert len(backgrounds) == 3  # the backgrounds cycle through the folder
+    again = subprocess.run(
+        command + ["--photos", str(stills), "--skip-existing"], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert again.returncode == 0 and "Wrote 0 sequences" in again.stdout, again.stderr
+    # Resuming without the stills (the bundled photos) must not mix two kinds of data in one folder.
+    mixed = subprocess.run(command + ["--skip-existing"], capture_output=True, text=True, env=env, timeout=300)
+    assert mixed.returncode != 0 and "photos_dir" in mixed.stderr and "synth_train_000" in mixed.stderr
+
+
+def test_own_stills_are_checked(tmp_path):
+    stills = _own_stills(tmp_path / "stills")
+    with pytest.raises(ValueError, match="same stills in train and test"):
+        make_synthetic_dataset(tmp_path / "x", split="both", photos_dir=stills, progress=False)
+    with pytest.raises(ValueError, match=r"'.*missing' is not a directory; expected a folder of stills \(.png"):
+        make_synthetic_dataset(tmp_path / "x", split="train", photos_dir=tmp_path / "missing", progress=False)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="holds no stills"):
+        make_synthetic_dataset(tmp_path / "x", split="train", photos_dir=tmp_path / "empty", progress=False)
+    Image.fromarray(np.zeros((8, 40, 3), dtype=np.uint8)).save(stills / "d_tiny.png")
+    with pytest.raises(ValueError, match=r"d_tiny.png' is 40x8; stills must be at least 16 px"):
+        make_synthetic_dataset(tmp_path / "x", split="train", photos_dir=stills, progress=False)
+    (stills / "d_tiny.png").write_bytes(b"not a png")
+    with pytest.raises(ValueError, match=r"d_tiny.png' cannot be read as an image"):
+        make_synthetic_dataset(tmp_path / "x", split="train", photos_dir=stills, progress=False)
+    assert not (tmp_path / "x").exists()  # nothing written on bad input
+    with pytest.raises(ValueError, match="Unknown photo 'nope': not an image file"):
+        load_photo("nope")

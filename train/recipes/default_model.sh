@@ -29,6 +29,9 @@ SEED=${SEED:-0}
 TRAIN_SEQUENCES=${TRAIN_SEQUENCES:-512}
 TRAIN_FRAMES=${TRAIN_FRAMES:-12}
 SYNTH_WORKERS=${SYNTH_WORKERS:-$(nproc)}
+# TRAIN_PHOTOS_DIR=folder: render the train sequences from your own stills instead of the bundled train photos
+# (video-deblur synth --photos; use a new DATA folder: one folder never mixes the two).
+TRAIN_PHOTOS_DIR=${TRAIN_PHOTOS_DIR:-}
 # Model and crops, measured on the 2-core CPU with nothing else running (fwd + bwd + AdamW, batch 2, 8 frames):
 #   pixel-shuffle x2, UNet 48/96/96, 64 px crops (32^2 latents)  5.6 M params  5.3 s/step
 #   pixel-shuffle x4, UNet 64/128/128, 64 px crops (16^2 latents) 9.7 M params  1.8 s/step   <- chosen
@@ -65,7 +68,8 @@ echo "== data"
 # --skip-existing: an interrupted run keeps the sequences already written (each is complete or absent) and
 # refuses a folder written with other settings rather than mixing them.
 OMP_NUM_THREADS=1 $PYTHON -m pipeline_video_deblur.cli synth --out "$DATA" --split train --skip-existing \
-    --workers "$SYNTH_WORKERS" --sequences "$TRAIN_SEQUENCES" --frames "$TRAIN_FRAMES" --size 128x128 --seed 1
+    --workers "$SYNTH_WORKERS" --sequences "$TRAIN_SEQUENCES" --frames "$TRAIN_FRAMES" --size 128x128 --seed 1 \
+    ${TRAIN_PHOTOS_DIR:+--photos "$TRAIN_PHOTOS_DIR"}
 OMP_NUM_THREADS=1 $PYTHON -m pipeline_video_deblur.cli synth --out "$DATA" --split test --skip-existing \
     --sequences 2 --frames 16 --size 128x128 --seed 1
 
