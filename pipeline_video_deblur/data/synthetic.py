@@ -353,15 +353,15 @@ def _write_sequence(
     frames: int,
     size: tuple[int, int],
     photos: tuple[str, ...] | None = None,
-    photos_dir: str | None = None,
+    photo_settings: dict | None = None,
 ) -> Path:
     """Render sequence ``index`` of ``split`` and write it atomically (a temporary folder renamed when complete).
 
-    ``photos`` (image paths from ``photos_dir``) replace the split's bundled photos when given.
+    ``photos`` (image paths from a photos folder) replace the split's bundled photos when given;
+    ``photo_settings`` (``_photo_settings``) is what ``meta.json`` records about them.
     """
     height, width = size
-    bundled = photos is None
-    photos = SPLIT_PHOTOS[split] if bundled else photos
+    photos = photos or SPLIT_PHOTOS[split]
     rng = np.random.default_rng(np.random.SeedSequence([seed, SPLIT_IDS[split], index]))
     # Backgrounds cycle through the split's photos from a seed-dependent offset, so few sequences
     # already cover many photos.
@@ -375,7 +375,7 @@ def _write_sequence(
         "index": index,
         "frames": frames,
         "size": [height, width],
-        **_photo_settings(None if bundled else photos_dir, photos),
+        **(photo_settings or {}),
         **meta,
     }
     target = out / split / sequence_name(split, index)
@@ -493,7 +493,7 @@ def make_synthetic_dataset(
                     )
                 _check_existing(target, seed, s, i, frames, (height, width), settings)
                 continue
-            jobs.append((out, s, i, seed, frames, (height, width), photos, photos_dir))
+            jobs.append((out, s, i, seed, frames, (height, width), photos, settings))
     bar = tqdm(total=len(jobs), desc="synth", unit="seq", disable=not progress)
     if workers == 1 or len(jobs) <= 1:
         written = []
