@@ -1,4 +1,4 @@
-"""`video-deblur`: run, eval, synth, convert and push from the command line.
+"""`video-deblur`: run, eval, synth, leaves, convert and push from the command line.
 
 Every subcommand reports bad input as one line on stderr and a non-zero exit, with no traceback and no
 partial output (set VIDEO_DEBLUR_DEBUG=1 to see the traceback).
@@ -157,6 +157,12 @@ def build_parser() -> argparse.ArgumentParser:
     synth = sub.add_parser("synth", help="write synthetic GoPro-layout blurred/sharp data")
     add_synth_args(synth)
     synth.set_defaults(handler=run_synth)
+
+    from .data.dead_leaves import add_leaves_args, run_leaves
+
+    leaves = sub.add_parser("leaves", help="write dead-leaves stills: procedural content for `synth --photos`")
+    add_leaves_args(leaves)
+    leaves.set_defaults(handler=run_leaves)
 
     from .metrics.evaluate import add_eval_args, run_eval
 

@@ -7,6 +7,7 @@
 #   bash train/recipes/default_model.sh                 # CPU or GPU, whatever accelerate finds
 #   WORK=runs/default_model STAGE2_STEPS=20000 bash train/recipes/default_model.sh
 #   CONTINUE=1 STAGE2_STEPS=2000 bash train/recipes/default_model.sh   # more stage 2 on the shipped model
+#   TRAIN_LEAVES=120 DATA=runs/data_leaves CONTINUE=1 bash train/recipes/default_model.sh   # on dead-leaves content
 #   (a continued run restarts the cosine schedule at STAGE2_LR, 1e-4 by default when continuing: a restart at
 #   3e-4 set the model back for its first hundreds of steps)
 #
@@ -35,6 +36,14 @@ SYNTH_WORKERS=${SYNTH_WORKERS:-$(nproc)}
 # TRAIN_PHOTOS_DIR=folder: render the train sequences from your own stills instead of the bundled train photos
 # (video-deblur synth --photos; use a new DATA folder: one folder never mixes the two).
 TRAIN_PHOTOS_DIR=${TRAIN_PHOTOS_DIR:-}
+# TRAIN_LEAVES=N: draw N dead-leaves stills (video-deblur leaves, seed 1) into $WORK/leaves_N and render the train
+# sequences from them. A pixel CNN probe generalised to the test photos about twice as well from 400 sequences of
+# 120 such stills as from 400 of the 8 bundled train photos (benchmarks/results/regressor_probe_leaves400.json).
+TRAIN_LEAVES=${TRAIN_LEAVES:-0}
+if [ "$TRAIN_LEAVES" -gt 0 ]; then
+    [ -z "$TRAIN_PHOTOS_DIR" ] || { echo "set TRAIN_LEAVES or TRAIN_PHOTOS_DIR, not both" >&2; exit 2; }
+    TRAIN_PHOTOS_DIR=$WORK/leaves_$TRAIN_LEAVES
+fi
 # Model and crops, measured on the 2-core CPU with nothing else running (fwd + bwd + AdamW, batch 2, 8 frames):
 #   pixel-shuffle x2, UNet 48/96/96, 64 px crops (32^2 latents)  5.6 M params  5.3 s/step
 #   pixel-shuffle x4, UNet 64/128/128, 64 px crops (16^2 latents) 9.7 M params  1.8 s/step   <- chosen
@@ -68,6 +77,10 @@ COMMON=(
 done_pipeline() { [ -f "$1/model_index.json" ]; }  # each stage writes model_index.json last
 
 echo "== data"
+if [ "$TRAIN_LEAVES" -gt 0 ]; then
+    OMP_NUM_THREADS=1 $PYTHON -m pipeline_video_deblur.cli leaves --out "$TRAIN_PHOTOS_DIR" --count "$TRAIN_LEAVES" \
+        --seed 1 --workers "$SYNTH_WORKERS"
+fi
 # --skip-existing: an interrupted run keeps the sequences already written (each is complete or absent) and
 # refuses a folder written with other settings rather than mixing them.
 OMP_NUM_THREADS=1 $PYTHON -m pipeline_video_deblur.cli synth --out "$DATA" --split train --skip-existing \
