@@ -101,8 +101,6 @@ def still_name(index: int) -> str:
 
 def _write_still(folder: str, index: int, seed: int, size: int) -> str:
     path = Path(folder) / still_name(index)
-    if path.is_file():
-        return str(path)
     image = dead_leaves_image(np.random.default_rng([seed, index]), size=size)
     tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex}.tmp.png")
     try:
