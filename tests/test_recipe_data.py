@@ -1,0 +1,56 @@
+"""The default-model recipe's data step, run for real (`STOP_AFTER=data`): dead-leaves stills mixed with the bundled
+train photos (`TRAIN_LEAVES_PHOTOS`), and the clear refusal of a mix without leaves."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+RECIPE = REPO / "train" / "recipes" / "default_model.sh"
+
+
+def _recipe(work: Path, **settings: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHON": sys.executable, "WORK": str(work), "STOP_AFTER": "data"}
+    env.update(settings)
+    return subprocess.run(["bash", str(RECIPE)], capture_output=True, text=True, env=env, timeout=600)
+
+
+def test_leaves_mixed_with_the_train_photos(tmp_path):
+    from pipeline_video_deblur.data.synthetic import TRAIN_PHOTOS, photo_path
+
+    settings = {"TRAIN_LEAVES": "2", "TRAIN_LEAVES_PHOTOS": "2", "TRAIN_SEQUENCES": "3", "TRAIN_FRAMES": "2"}
+    done = _recipe(tmp_path, **settings, SYNTH_WORKERS="1")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "stopped after the data" in done.stdout
+
+    mix = tmp_path / "leaves_2_photos_2"
+    stills = sorted(p.name for p in mix.iterdir())
+    assert stills[:2] == ["leaves_00000.png", "leaves_00001.png"]
+    assert len(stills) == 2 + 2 * len(TRAIN_PHOTOS)
+    # Each bundled photo twice, as links to scikit-image's file; the leaves link to the drawn stills.
+    for name in TRAIN_PHOTOS:
+        for k in range(2):
+            link = mix / f"photo_{name}_{k:02d}{photo_path(name).suffix}"
+            assert link.is_symlink() and link.resolve() == photo_path(name).resolve()
+    assert (mix / "leaves_00000.png").resolve() == (tmp_path / "leaves_2" / "leaves_00000.png").resolve()
+
+    # The train sequences were rendered from the mix (and the validation clips from the test photos).
+    train = sorted((tmp_path / "data" / "train").iterdir())
+    assert len(train) == 3 and len(list((tmp_path / "data" / "test").iterdir())) == 2
+    meta = json.loads((train[0] / "meta.json").read_text())
+    assert meta["photos_dir"] == str(mix.resolve())
+    assert meta["photos"].count("astronaut.png") == 2 and "leaves_00001.png" in meta["photos"]
+
+    # Running it again resumes: nothing is redrawn, and the links are not duplicated.
+    again = _recipe(tmp_path, **settings, SYNTH_WORKERS="1")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert sorted(p.name for p in mix.iterdir()) == stills
+
+
+def test_photos_without_leaves_is_refused(tmp_path):
+    done = _recipe(tmp_path, TRAIN_LEAVES_PHOTOS="3")
+    assert done.returncode == 2
+    assert "TRAIN_LEAVES_PHOTOS=3" in done.stderr and "set TRAIN_LEAVES too" in done.stderr
+    assert not (tmp_path / "data").exists()
