@@ -94,19 +94,21 @@ if [ "$TRAIN_LEAVES" -gt 0 ]; then
         --seed 1 --workers "$SYNTH_WORKERS"
 fi
 if [ "$TRAIN_LEAVES_PHOTOS" -gt 0 ]; then
-    # Links, not copies: synth resolves them, so each photo appears K times among the backgrounds.
-    mkdir -p "$TRAIN_PHOTOS_DIR"
-    for still in "$LEAVES_DIR"/leaves_*.png; do ln -sfn "$(realpath "$still")" "$TRAIN_PHOTOS_DIR/$(basename "$still")"; done
-    $PYTHON - "$TRAIN_PHOTOS_DIR" "$TRAIN_LEAVES_PHOTOS" <<'PY'
-import os, sys
+    # Links, not copies: synth resolves them, so each photo appears K times among the backgrounds. A rerun keeps the
+    # links already there.
+    $PYTHON - "$LEAVES_DIR" "$TRAIN_PHOTOS_DIR" "$TRAIN_LEAVES_PHOTOS" <<'PY'
+import sys
+from pathlib import Path
 from pipeline_video_deblur.data.synthetic import TRAIN_PHOTOS, photo_path
-folder, copies = sys.argv[1], int(sys.argv[2])
+leaves, folder, copies = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
+links = {still.name: still.resolve() for still in leaves.glob("leaves_*.png")}
 for name in TRAIN_PHOTOS:
     path = photo_path(name)
-    for k in range(copies):
-        link = os.path.join(folder, f"photo_{name}_{k:02d}{path.suffix}")
-        if not os.path.lexists(link):
-            os.symlink(path, link)
+    links.update({f"photo_{name}_{k:02d}{path.suffix}": path for k in range(copies)})
+folder.mkdir(parents=True, exist_ok=True)
+for link, target in links.items():
+    if not (folder / link).is_symlink():
+        (folder / link).symlink_to(target)
 PY
 fi
 # --skip-existing: an interrupted run keeps the sequences already written (each is complete or absent) and
