@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import inspect
-import math
 import os
 import sys
 import time
@@ -32,10 +31,10 @@ from results_io import atomic_path, write_json  # noqa: E402
 
 
 def clip_psnr(output: np.ndarray, sharp: np.ndarray) -> float:
-    """Mean per-frame PSNR (uint8 frames), as the evaluation averages it."""
-    from pipeline_video_deblur.metrics.psnr_ssim import psnr
+    """The evaluation's PSNR of a clip (uint8 frames): the mean over its frames."""
+    from pipeline_video_deblur.metrics.evaluate import score_video
 
-    return float(np.mean([psnr(o, s) for o, s in zip(output, sharp)]))
+    return score_video(output, sharp)["psnr"]
 
 
 def mse(output: np.ndarray, sharp: np.ndarray) -> float:
@@ -61,17 +60,13 @@ def main() -> int:
     from quality import load_test_clips, to_uint8
     from tqdm.auto import tqdm
 
-    from pipeline_video_deblur import VideoDeblurPipeline
+    from pipeline_video_deblur.cli import load_pipeline
 
     clips = [(n, b[: args.num_frames], s[: args.num_frames]) for n, b, s in load_test_clips(args.cache)]
     if args.clips > len(clips):
         parser.error(f"--clips must be at most {len(clips)} (the benchmark's clips), got {args.clips}")
     clips = clips[: args.clips]
-    pipe = (
-        VideoDeblurPipeline.from_default()
-        if args.model == "default"
-        else VideoDeblurPipeline.from_pretrained(args.model)
-    )
+    pipe = load_pipeline(args.model)
     pipe.set_progress_bar_config(disable=True)
     cfg = args.guidance_scale
     if cfg is None:
@@ -168,13 +163,14 @@ def main() -> int:
     axis.set_xlabel("k (draws)")
     axis.set_ylabel("PSNR (dB)")
     axis.set_title(f"{args.steps} steps, CFG {cfg:g}: {len(clips)} clip(s) x {args.num_frames} frames")
-    axis.legend(loc="lower right", fontsize=8)
+    axis.legend(loc="best", fontsize=8)  # where it hides no point
     axis.grid(alpha=0.3)
     for i, (title, frame) in enumerate(panels):
         ax = fig.add_subplot(grid[1, i])
         ax.imshow(frame)
-        value = math.inf if title == "sharp" else clip_psnr(frame[None], sharp[mid][None])
-        ax.set_title(title if math.isinf(value) else f"{title}: {value:.2f} dB", fontsize=9)
+        if title != "sharp":
+            title = f"{title}: {clip_psnr(frame[None], sharp[mid][None]):.2f} dB"
+        ax.set_title(title, fontsize=9)
         ax.axis("off")
     fig.tight_layout()
     with atomic_path(args.figure) as tmp:
