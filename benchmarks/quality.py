@@ -75,6 +75,7 @@ def to_uint8(frames: np.ndarray) -> np.ndarray:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="default", help="'default' (embedded) or a pipeline folder")
+    parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda when available, else cpu)")
     parser.add_argument("--steps", type=int, default=50, help="default setting: steps (pipeline default 50)")
     parser.add_argument("--guidance-scale", type=float, default=None, help="default setting: CFG (pipeline default)")
     parser.add_argument("--fast-steps", type=int, default=10)
@@ -92,15 +93,18 @@ def main() -> None:
         "clips too, in a second table, so rows stay comparable",
     )
     args = parser.parse_args()
+    for name in ("steps", "fast_steps", "max_clips", "default_clips"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+    if not 0 < args.fast_strength <= 1:
+        parser.error(f"--fast-strength must be in (0, 1], got {args.fast_strength}")
 
-    from pipeline_video_deblur import VideoDeblurPipeline
+    from pipeline_video_deblur.cli import load_pipeline
     from pipeline_video_deblur.metrics import unsharp
 
     clips = load_test_clips(args.cache)[: args.max_clips]
-    if args.model == "default":
-        pipe = VideoDeblurPipeline.from_default()
-    else:
-        pipe = VideoDeblurPipeline.from_pretrained(args.model)
+    pipe = load_pipeline(args.model, device=args.device)
     pipe.set_progress_bar_config(disable=True)
     import inspect
 
@@ -146,8 +150,11 @@ def main() -> None:
     with torch.no_grad():
         outputs["VAE round trip (sharp)"] = {
             name: to_uint8(
-                pipe.decode_latents(pipe.encode_video(torch.from_numpy(s).permute(0, 3, 1, 2)[None].float() / 255))[0]
+                pipe.decode_latents(
+                    pipe.encode_video(torch.from_numpy(s).permute(0, 3, 1, 2)[None].to(pipe.device).float() / 255)
+                )[0]
                 .permute(0, 2, 3, 1)
+                .cpu()
                 .numpy()
             )
             for name, s in sharp_by_name.items()
@@ -190,6 +197,7 @@ def main() -> None:
         "data": "video-deblur synth --split test --sequences 4 --frames 16 --size 128x128 --seed 0",
         "model": args.model,
         "machine": f"{os.cpu_count()} CPU cores, torch {torch.__version__}, {torch.get_num_threads()} threads",
+        "device": str(pipe.device),
         "methods": rows,
         "targets": targets,
         "settings": {

@@ -44,6 +44,7 @@ def mse(output: np.ndarray, sharp: np.ndarray) -> float:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="default", help="'default' (embedded) or a pipeline folder")
+    parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda when available, else cpu)")
     parser.add_argument("--steps", type=int, default=50, help="sampling steps of the draws (pipeline default 50)")
     parser.add_argument("--guidance-scale", type=float, default=None, help="CFG of the draws (pipeline default)")
     parser.add_argument("--seeds", type=int, default=8, help="number of draws K (seeds 0..K-1)")
@@ -66,7 +67,7 @@ def main() -> int:
     if args.clips > len(clips):
         parser.error(f"--clips must be at most {len(clips)} (the benchmark's clips), got {args.clips}")
     clips = clips[: args.clips]
-    pipe = load_pipeline(args.model)
+    pipe = load_pipeline(args.model, device=args.device)
     pipe.set_progress_bar_config(disable=True)
     cfg = args.guidance_scale
     if cfg is None:

@@ -37,34 +37,36 @@ TIMESTEPS = (999, 900, 800, 666, 500, 333, 200, 100, 50, 19)
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="default", help="'default' (embedded) or a pipeline folder")
+    parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda when available, else cpu)")
     parser.add_argument("--num-frames", type=int, default=8, help="frames per clip (the first N; default 8)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max-clips", type=int, default=None, help="the first N clips only (quick looks)")
     parser.add_argument("--cache", default=os.path.join(HERE, "..", "runs", "benchmark_synth_test_seed0"))
     parser.add_argument("--out", default=os.path.join(HERE, "results", "timestep_error.json"))
     parser.add_argument("--figure", default=os.path.join(HERE, "results", "timestep_error.png"))
     args = parser.parse_args()
     if args.num_frames < 1:
         parser.error(f"--num-frames must be at least 1, got {args.num_frames}")
+    if args.max_clips is not None and args.max_clips < 1:
+        parser.error(f"--max-clips must be at least 1, got {args.max_clips}")
 
     from quality import load_test_clips
 
-    from pipeline_video_deblur import VideoDeblurPipeline
+    from pipeline_video_deblur.cli import load_pipeline
     from pipeline_video_deblur.losses import add_noise, x0_from_v
 
-    pipe = (
-        VideoDeblurPipeline.from_default()
-        if args.model == "default"
-        else VideoDeblurPipeline.from_pretrained(args.model)
-    )
-    clips = load_test_clips(args.cache)
-    alphas_cumprod = pipe.scheduler.alphas_cumprod.float()
+    pipe = load_pipeline(args.model, device=args.device)
+    device = pipe.device
+    clips = load_test_clips(args.cache)[: args.max_clips]
+    alphas_cumprod = pipe.scheduler.alphas_cumprod.float().to(device)
     generator = torch.Generator().manual_seed(args.seed)
     sums = {t: {"model": 0.0, "identity": 0.0, "linear": 0.0} for t in TIMESTEPS}
     count = 0
     with torch.no_grad():
         for name, blur, sharp in clips:
             frames = [
-                torch.from_numpy(x[: args.num_frames]).permute(0, 3, 1, 2)[None].float() / 255 for x in (blur, sharp)
+                torch.from_numpy(x[: args.num_frames]).permute(0, 3, 1, 2)[None].to(device).float() / 255
+                for x in (blur, sharp)
             ]
             cond, sharp_latents = (pipe.encode_video(f) for f in frames)  # (1, C, F, h, w)
             x0 = sharp_latents - cond if pipe.config.residual else sharp_latents
@@ -73,8 +75,9 @@ def main() -> int:
             mean, var = x0.mean(), x0.var()
             for t in TIMESTEPS:
                 alpha, sigma = alphas_cumprod[t].sqrt(), (1 - alphas_cumprod[t]).sqrt()
-                timestep = torch.tensor([t])
-                noise = torch.randn(x0.shape, generator=generator)
+                timestep = torch.tensor([t], device=device)
+                # Drawn on the CPU so that a seed gives the same noise on every device.
+                noise = torch.randn(x0.shape, generator=generator).to(device)
                 noisy = add_noise(alphas_cumprod, x0, noise, timestep)
                 output = pipe.unet(torch.cat([noisy, cond], 1), timestep, encoder_hidden_states=context).sample
                 prediction_type = pipe.scheduler.config.prediction_type
@@ -103,6 +106,7 @@ def main() -> int:
         "data": "video-deblur synth --split test --sequences 4 --frames 16 --size 128x128 --seed 0",
         "frames_per_clip": args.num_frames,
         "residual": bool(pipe.config.residual),
+        "device": str(device),
         "rows": rows,
     }
     write_json(args.out, result)

@@ -21,24 +21,21 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="default")
+    parser.add_argument("--model", default="default", help="'default' (embedded), a pipeline folder or a Hub id")
+    parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda when available, else cpu)")
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--guidance-scale", type=float, default=2.0)
     parser.add_argument("--strength", type=float, default=1.0)
     parser.add_argument("--out", default=os.path.join(HERE, "sample_comparison.png"))
     args = parser.parse_args()
 
-    from pipeline_video_deblur import VideoDeblurPipeline
+    from pipeline_video_deblur.cli import load_pipeline
     from pipeline_video_deblur.data import read_video
     from pipeline_video_deblur.metrics import psnr
 
     blurred = read_video(os.path.join(HERE, "sample_blurred.mp4")).frames
     sharp = read_video(os.path.join(HERE, "sample_sharp_reference.mp4")).frames
-    pipe = (
-        VideoDeblurPipeline.from_default()
-        if args.model == "default"
-        else VideoDeblurPipeline.from_pretrained(args.model)
-    )
+    pipe = load_pipeline(args.model, device=args.device)
     output = pipe(
         blurred,
         num_inference_steps=args.steps,

@@ -1,0 +1,104 @@
+"""The quality benchmarks as real subprocesses on the embedded default model, at quick-look sizes.
+
+They are scripts that print figures (run at full size for the model card); these tests keep them runnable:
+each makes the benchmark's synthetic test clips in a temporary cache, scores them and writes JSON and a figure.
+"""
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import PIL.Image
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BENCHMARKS = os.path.join(ROOT, "benchmarks")
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    # Shared by the tests of this module: the clips are made once, by the first benchmark that needs them.
+    return tmp_path_factory.mktemp("benchmark") / "synth_test_seed0"
+
+
+def benchmark(script, *args, check=True):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run(
+        [sys.executable, os.path.join(BENCHMARKS, script), *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    if check:
+        assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def test_quality_scores_every_method(cache, tmp_path):
+    out, figure = tmp_path / "quality.json", tmp_path / "quality.png"
+    result = benchmark(
+        "quality.py",
+        *("--cache", cache, "--out", out, "--figure", figure, "--device", "cpu"),
+        *("--max-clips", 1, "--steps", 2, "--fast-steps", 1),
+    )
+    data = json.loads(out.read_text())
+    methods = data["methods"]
+    assert set(methods) == {
+        "blurred input",
+        "unsharp baseline",
+        "VAE round trip (sharp)",
+        "fast (1 steps, CFG 1, strength 1)",
+        "default (2 steps, CFG 2)",
+    }, list(methods)
+    # The weight-free pixel-shuffle VAE is exactly invertible: its ceiling is infinite.
+    assert math.isinf(methods["VAE round trip (sharp)"]["psnr"])
+    blurred = methods["blurred input"]
+    assert 15 < blurred["psnr"] < 40 and 0 < blurred["ssim"] < 1, blurred
+    for name in ("fast (1 steps, CFG 1, strength 1)", "default (2 steps, CFG 2)"):
+        row = methods[name]
+        assert 10 < row["psnr"] < 60 and row["seconds_per_frame"] > 0 and row["clips"] == 1, row
+    assert data["device"] == "cpu"
+    assert data["targets"]["default_gain_db"] == pytest.approx(
+        methods["default (2 steps, CFG 2)"]["psnr"] - blurred["psnr"]
+    )
+    assert "blurred input" in result.stdout and "PSNR" in result.stdout
+    with PIL.Image.open(figure) as image:
+        assert image.width >= 128 * 5 and image.height >= 128  # five 128 px panels
+
+
+def test_timestep_error_and_sample_spread(cache, tmp_path):
+    out, figure = tmp_path / "timestep.json", tmp_path / "timestep.png"
+    benchmark(
+        "timestep_error.py", "--cache", cache, "--out", out, "--figure", figure, "--max-clips", 1, "--num-frames", 4
+    )
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["t"] for r in rows] == sorted((r["t"] for r in rows), reverse=True) and rows[0]["t"] == 999
+    # At t = 19 the noisy latents nearly are the target: any denoiser, the model included, is far better than
+    # predicting the blurred input.
+    assert rows[-1]["gain_over_identity_db"] > 10, rows[-1]
+    assert all(r["model"] >= 0 and r["identity"] > 0 for r in rows)
+    assert figure.stat().st_size > 0
+
+    out, figure = tmp_path / "spread.json", tmp_path / "spread.png"
+    benchmark(
+        "sample_spread.py",
+        *("--cache", cache, "--out", out, "--figure", figure, "--device", "cpu"),
+        *("--clips", 1, "--num-frames", 4, "--seeds", 2, "--steps", 2),
+    )
+    spread = json.loads(out.read_text())
+    assert [r["k"] for r in spread["rows"]] == [1, 2]
+    # The mean of one draw is that draw.
+    assert spread["rows"][0]["mean_of_k_psnr"] == pytest.approx(spread["rows"][0]["draw_psnr"])
+    assert spread["draw_mse_ratio_to_one_step"] > 0
+    with PIL.Image.open(figure) as image:
+        assert image.width > 0
+
+
+def test_bad_arguments_are_named(tmp_path):
+    result = benchmark("quality.py", "--max-clips", 0, "--cache", tmp_path, check=False)
+    assert result.returncode != 0 and "--max-clips must be at least 1, got 0" in result.stderr
+    result = benchmark("timestep_error.py", "--max-clips", 0, "--cache", tmp_path, check=False)
+    assert result.returncode != 0 and "--max-clips must be at least 1, got 0" in result.stderr
