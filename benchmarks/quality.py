@@ -26,6 +26,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 from results_io import atomic_path, write_json  # noqa: E402
 
+from pipeline_video_deblur.cli import load_pipeline, positive_int  # noqa: E402
+
 
 def load_test_clips(cache: str) -> list[tuple[str, np.ndarray, np.ndarray]]:
     from pipeline_video_deblur.data.datasets import GoProDataset
@@ -76,31 +78,28 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="default", help="'default' (embedded) or a pipeline folder")
     parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda when available, else cpu)")
-    parser.add_argument("--steps", type=int, default=50, help="default setting: steps (pipeline default 50)")
+    parser.add_argument("--steps", type=positive_int, default=50, help="default setting: steps (pipeline default 50)")
     parser.add_argument("--guidance-scale", type=float, default=None, help="default setting: CFG (pipeline default)")
-    parser.add_argument("--fast-steps", type=int, default=10)
+    parser.add_argument("--fast-steps", type=positive_int, default=10)
     parser.add_argument("--fast-guidance-scale", type=float, default=1.0)
     parser.add_argument("--fast-strength", type=float, default=1.0)
     parser.add_argument("--cache", default=os.path.join(HERE, "..", "runs", "benchmark_synth_test_seed0"))
     parser.add_argument("--out", default=os.path.join(HERE, "results", "quality.json"))
     parser.add_argument("--figure", default=os.path.join(HERE, "results", "quality.png"))
-    parser.add_argument("--max-clips", type=int, default=None, help="score only the first N clips (quick looks)")
+    parser.add_argument(
+        "--max-clips", type=positive_int, default=None, help="score only the first N clips (quick looks)"
+    )
     parser.add_argument(
         "--default-clips",
-        type=int,
+        type=positive_int,
         default=None,
         help="run the (slow) default setting on the first N clips only; every other row then uses the same N "
         "clips too, in a second table, so rows stay comparable",
     )
     args = parser.parse_args()
-    for name in ("steps", "fast_steps", "max_clips", "default_clips"):
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            parser.error(f"--{name.replace('_', '-')} must be at least 1, got {value}")
     if not 0 < args.fast_strength <= 1:
         parser.error(f"--fast-strength must be in (0, 1], got {args.fast_strength}")
 
-    from pipeline_video_deblur.cli import load_pipeline
     from pipeline_video_deblur.metrics import unsharp
 
     clips = load_test_clips(args.cache)[: args.max_clips]
@@ -150,9 +149,7 @@ def main() -> None:
     with torch.no_grad():
         outputs["VAE round trip (sharp)"] = {
             name: to_uint8(
-                pipe.decode_latents(
-                    pipe.encode_video(torch.from_numpy(s).permute(0, 3, 1, 2)[None].to(pipe.device).float() / 255)
-                )[0]
+                pipe.decode_latents(pipe.encode_video(pipe.video_to_tensor(s)[None].to(pipe.device)))[0]
                 .permute(0, 2, 3, 1)
                 .cpu()
                 .numpy()

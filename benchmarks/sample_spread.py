@@ -29,6 +29,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 from results_io import atomic_path, write_json  # noqa: E402
 
+from pipeline_video_deblur.cli import load_pipeline, positive_int  # noqa: E402
+
 
 def clip_psnr(output: np.ndarray, sharp: np.ndarray) -> float:
     """The evaluation's PSNR of a clip (uint8 frames): the mean over its frames."""
@@ -45,23 +47,20 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="default", help="'default' (embedded) or a pipeline folder")
     parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda when available, else cpu)")
-    parser.add_argument("--steps", type=int, default=50, help="sampling steps of the draws (pipeline default 50)")
+    parser.add_argument(
+        "--steps", type=positive_int, default=50, help="sampling steps of the draws (pipeline default 50)"
+    )
     parser.add_argument("--guidance-scale", type=float, default=None, help="CFG of the draws (pipeline default)")
-    parser.add_argument("--seeds", type=int, default=8, help="number of draws K (seeds 0..K-1)")
-    parser.add_argument("--clips", type=int, default=1, help="the first N benchmark clips")
-    parser.add_argument("--num-frames", type=int, default=8, help="the first N frames of each clip")
+    parser.add_argument("--seeds", type=positive_int, default=8, help="number of draws K (seeds 0..K-1)")
+    parser.add_argument("--clips", type=positive_int, default=1, help="the first N benchmark clips")
+    parser.add_argument("--num-frames", type=positive_int, default=8, help="the first N frames of each clip")
     parser.add_argument("--cache", default=os.path.join(HERE, "..", "runs", "benchmark_synth_test_seed0"))
     parser.add_argument("--out", default=os.path.join(HERE, "results", "sample_spread.json"))
     parser.add_argument("--figure", default=os.path.join(HERE, "results", "sample_spread.png"))
     args = parser.parse_args()
-    for name in ("steps", "seeds", "clips", "num_frames"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
 
     from quality import load_test_clips, to_uint8
     from tqdm.auto import tqdm
-
-    from pipeline_video_deblur.cli import load_pipeline
 
     clips = [(n, b[: args.num_frames], s[: args.num_frames]) for n, b, s in load_test_clips(args.cache)]
     if args.clips > len(clips):

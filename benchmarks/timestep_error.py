@@ -31,6 +31,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 from results_io import atomic_path, write_json  # noqa: E402
 
+from pipeline_video_deblur.cli import load_pipeline, positive_int  # noqa: E402
+
 TIMESTEPS = (999, 900, 800, 666, 500, 333, 200, 100, 50, 19)
 
 
@@ -38,21 +40,16 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="default", help="'default' (embedded) or a pipeline folder")
     parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda when available, else cpu)")
-    parser.add_argument("--num-frames", type=int, default=8, help="frames per clip (the first N; default 8)")
+    parser.add_argument("--num-frames", type=positive_int, default=8, help="frames per clip (the first N; default 8)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--max-clips", type=int, default=None, help="the first N clips only (quick looks)")
+    parser.add_argument("--max-clips", type=positive_int, default=None, help="the first N clips only (quick looks)")
     parser.add_argument("--cache", default=os.path.join(HERE, "..", "runs", "benchmark_synth_test_seed0"))
     parser.add_argument("--out", default=os.path.join(HERE, "results", "timestep_error.json"))
     parser.add_argument("--figure", default=os.path.join(HERE, "results", "timestep_error.png"))
     args = parser.parse_args()
-    if args.num_frames < 1:
-        parser.error(f"--num-frames must be at least 1, got {args.num_frames}")
-    if args.max_clips is not None and args.max_clips < 1:
-        parser.error(f"--max-clips must be at least 1, got {args.max_clips}")
 
     from quality import load_test_clips
 
-    from pipeline_video_deblur.cli import load_pipeline
     from pipeline_video_deblur.losses import add_noise, x0_from_v
 
     pipe = load_pipeline(args.model, device=args.device)
@@ -64,10 +61,7 @@ def main() -> int:
     count = 0
     with torch.no_grad():
         for name, blur, sharp in clips:
-            frames = [
-                torch.from_numpy(x[: args.num_frames]).permute(0, 3, 1, 2)[None].to(device).float() / 255
-                for x in (blur, sharp)
-            ]
+            frames = [pipe.video_to_tensor(x[: args.num_frames])[None].to(device) for x in (blur, sharp)]
             cond, sharp_latents = (pipe.encode_video(f) for f in frames)  # (1, C, F, h, w)
             x0 = sharp_latents - cond if pipe.config.residual else sharp_latents
             identity = torch.zeros_like(x0) if pipe.config.residual else cond

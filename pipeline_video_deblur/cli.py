@@ -27,9 +27,9 @@ def _number(kind: type, minimum: float, inclusive: bool, description: str):
     return parse
 
 
-_positive_int = _number(int, 1, True, "a positive integer")
-_non_negative_int = _number(int, 0, True, "a non-negative integer")
-_positive_float = _number(float, 0, False, "a positive number")
+positive_int = _number(int, 1, True, "a positive integer")
+non_negative_int = _number(int, 0, True, "a non-negative integer")
+positive_float = _number(float, 0, False, "a positive number")
 
 
 def add_model_args(parser: argparse.ArgumentParser) -> None:
@@ -37,17 +37,17 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model", default="default", help="pipeline folder or Hub id; 'default' is the embedded default model"
     )
-    parser.add_argument("--steps", type=_positive_int, default=50, help="denoising steps (default 50)")
-    parser.add_argument("--guidance-scale", type=_positive_float, default=2.0, help="CFG scale; <= 1 disables CFG")
-    parser.add_argument("--strength", type=_positive_float, default=1.0, help="(0, 1]; < 1 starts from the input")
-    parser.add_argument("--num-frames", type=_positive_int, default=16, help="frames per temporal window")
+    parser.add_argument("--steps", type=positive_int, default=50, help="denoising steps (default 50)")
+    parser.add_argument("--guidance-scale", type=positive_float, default=2.0, help="CFG scale; <= 1 disables CFG")
+    parser.add_argument("--strength", type=positive_float, default=1.0, help="(0, 1]; < 1 starts from the input")
+    parser.add_argument("--num-frames", type=positive_int, default=16, help="frames per temporal window")
     parser.add_argument(
         "--frame-overlap",
-        type=_non_negative_int,
+        type=non_negative_int,
         default=None,
         help="frames shared by neighbouring windows (default: 4, or half the window if that is shorter)",
     )
-    parser.add_argument("--tile-size", type=_positive_int, default=None, help="spatial tile side in pixels")
+    parser.add_argument("--tile-size", type=positive_int, default=None, help="spatial tile side in pixels")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: cuda if available)")
     parser.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])

@@ -99,6 +99,8 @@ def test_timestep_error_and_sample_spread(cache, tmp_path):
 
 def test_bad_arguments_are_named(tmp_path):
     result = benchmark("quality.py", "--max-clips", 0, "--cache", tmp_path, check=False)
-    assert result.returncode != 0 and "--max-clips must be at least 1, got 0" in result.stderr
+    assert result.returncode != 0 and "argument --max-clips: expected a positive integer, got '0'" in result.stderr
     result = benchmark("timestep_error.py", "--max-clips", 0, "--cache", tmp_path, check=False)
-    assert result.returncode != 0 and "--max-clips must be at least 1, got 0" in result.stderr
+    assert result.returncode != 0 and "argument --max-clips: expected a positive integer, got '0'" in result.stderr
+    result = benchmark("sample_spread.py", "--seeds", 0, "--cache", tmp_path, check=False)
+    assert result.returncode != 0 and "argument --seeds: expected a positive integer, got '0'" in result.stderr
