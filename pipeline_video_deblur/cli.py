@@ -60,11 +60,8 @@ def load_pipeline(model: str, device: str | None = None, dtype: str = "float32")
     from .pipeline_video_deblur import VideoDeblurPipeline
 
     torch_dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[dtype]
-    # float32 is what loading gives by default; passing it anyway makes new diffusers warn that `torch_dtype` is
-    # deprecated (renamed `dtype`, which the older diffusers we support do not know).
-    kwargs = {} if torch_dtype == torch.float32 else {"torch_dtype": torch_dtype}
     if model == "default":
-        pipe = VideoDeblurPipeline.from_default(**kwargs)
+        pipe = VideoDeblurPipeline.from_default(torch_dtype=torch_dtype)
     else:
         if os.path.exists(model):
             if not os.path.isdir(model):
@@ -80,7 +77,7 @@ def load_pipeline(model: str, device: str | None = None, dtype: str = "float32")
                 )
         elif model.startswith((".", "/", "~")) or model.count("/") != 1:
             raise ValueError(f"--model {model!r} does not exist (expected a folder, a Hub id user/name, or 'default')")
-        pipe = VideoDeblurPipeline.from_pretrained(model, **kwargs)
+        pipe = VideoDeblurPipeline.from_pretrained(model, torch_dtype=torch_dtype)
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     return pipe.to(device)

@@ -34,6 +34,15 @@ except ImportError:  # loaded as remote code from a pipeline folder, outside the
 
 logger = logging.get_logger(__name__)
 
+# diffusers renamed `from_pretrained(torch_dtype=...)` to `dtype` and warns on the old name; the older releases
+# that pyproject allows know only `torch_dtype`. `_resolve_dtype` is the helper the renaming releases read it with.
+try:
+    from diffusers.utils.deprecation_utils import _resolve_dtype  # noqa: F401
+
+    _DIFFUSERS_READS_DTYPE = True
+except ImportError:
+    _DIFFUSERS_READS_DTYPE = False
+
 DEFAULT_MODEL_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "default_model")
 
 EXAMPLE_DOC_STRING = """
@@ -103,7 +112,10 @@ class VideoDeblurPipeline(DiffusionPipeline):
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, **kwargs) -> VideoDeblurPipeline:
         """`DiffusionPipeline.from_pretrained`. A folder or Hub repo in the remote-code layout that `video-deblur push`
-        writes (pipeline code at its root) loads with this package's classes; the code it carries is not run."""
+        writes (pipeline code at its root) loads with this package's classes; the code it carries is not run.
+        `torch_dtype` is passed on under the name the installed diffusers reads (`dtype` in recent releases)."""
+        if _DIFFUSERS_READS_DTYPE and "torch_dtype" in kwargs and "dtype" not in kwargs:
+            kwargs["dtype"] = kwargs.pop("torch_dtype")
         if kwargs.get("trust_remote_code") or kwargs.get("custom_pipeline") is not None:
             return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
         from .remote_code import package_layout

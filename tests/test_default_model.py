@@ -52,6 +52,18 @@ def test_from_default_loads_offline_and_deblurs_a_short_clip():
     assert result.returncode == 0 and "ok" in result.stdout, result.stderr[-2000:]
 
 
+@pytest.mark.parametrize("torch_dtype", [torch.float32, torch.bfloat16])
+def test_torch_dtype_loads_in_that_dtype_without_a_deprecation_warning(torch_dtype):
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        pipe = VideoDeblurPipeline.from_default(torch_dtype=torch_dtype)
+    assert pipe.unet.dtype == torch_dtype and pipe.blur_encoder.dtype == torch_dtype
+    # Recent diffusers renamed `torch_dtype` to `dtype`; the pipeline passes it on under the name diffusers reads.
+    assert not [str(w.message) for w in caught if "torch_dtype" in str(w.message)]
+
+
 def test_default_model_output_is_deterministic_and_keeps_the_clip_shape():
     pipe = VideoDeblurPipeline.from_default()
     pipe.set_progress_bar_config(disable=True)
