@@ -12,15 +12,21 @@ import sys
 import time
 
 
-def _number(kind: type, minimum: float, inclusive: bool, description: str):
-    """An argparse type: `kind(value)`, refused with the value and what was expected when out of range."""
+def _number(kind: type, minimum: float, inclusive: bool, description: str, maximum: float | None = None):
+    """An argparse type: `kind(value)`, refused with the value and what was expected when out of range
+    (`minimum` excluded unless `inclusive`; `maximum`, when given, included)."""
 
     def parse(value: str):
         try:
             number = kind(value)
         except ValueError:
             number = None
-        if number is None or number < minimum or (not inclusive and number == minimum):
+        if (
+            number is None
+            or number < minimum
+            or (not inclusive and number == minimum)
+            or (maximum is not None and number > maximum)
+        ):
             raise argparse.ArgumentTypeError(f"expected {description}, got {value!r}")
         return number
 
@@ -30,6 +36,7 @@ def _number(kind: type, minimum: float, inclusive: bool, description: str):
 positive_int = _number(int, 1, True, "a positive integer")
 non_negative_int = _number(int, 0, True, "a non-negative integer")
 positive_float = _number(float, 0, False, "a positive number")
+strength_fraction = _number(float, 0, False, "a number in (0, 1]", maximum=1)
 
 
 def add_model_args(parser: argparse.ArgumentParser) -> None:
@@ -39,7 +46,7 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--steps", type=positive_int, default=50, help="denoising steps (default 50)")
     parser.add_argument("--guidance-scale", type=positive_float, default=2.0, help="CFG scale; <= 1 disables CFG")
-    parser.add_argument("--strength", type=positive_float, default=1.0, help="(0, 1]; < 1 starts from the input")
+    parser.add_argument("--strength", type=strength_fraction, default=1.0, help="(0, 1]; < 1 starts from the input")
     parser.add_argument("--num-frames", type=positive_int, default=16, help="frames per temporal window")
     parser.add_argument(
         "--frame-overlap",
@@ -115,8 +122,6 @@ def run_run(args: argparse.Namespace) -> int:
         raise ValueError(
             f"--frame-overlap must be smaller than --num-frames={args.num_frames}, got {args.frame_overlap}"
         )
-    if args.strength > 1:
-        raise ValueError(f"--strength must be in (0, 1], got {args.strength}")
 
     clip = read_video(source)
     pipe = load_pipeline(args.model, args.device, args.dtype)

@@ -102,5 +102,9 @@ def test_bad_arguments_are_named(tmp_path):
     assert result.returncode != 0 and "argument --max-clips: expected a positive integer, got '0'" in result.stderr
     result = benchmark("timestep_error.py", "--max-clips", 0, "--cache", tmp_path, check=False)
     assert result.returncode != 0 and "argument --max-clips: expected a positive integer, got '0'" in result.stderr
+    result = benchmark("quality.py", "--fast-strength", 1.5, "--cache", tmp_path, check=False)
+    assert (
+        result.returncode != 0 and "argument --fast-strength: expected a number in (0, 1], got '1.5'" in result.stderr
+    )
     result = benchmark("sample_spread.py", "--seeds", 0, "--cache", tmp_path, check=False)
     assert result.returncode != 0 and "argument --seeds: expected a positive integer, got '0'" in result.stderr

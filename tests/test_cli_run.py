@@ -96,6 +96,10 @@ def bad_input_cases(tmp_path, clip_mp4, model_dir):
         "model without components": ([clip_mp4, "-o", tmp_path / "o.mp4", "--model", not_a_model], "unet"),
         "zero steps": ([clip_mp4, "-o", tmp_path / "o.mp4", "--model", model_dir, "--steps", "0"], "'0'"),
         "negative strength": ([clip_mp4, "-o", tmp_path / "o.mp4", "--model", model_dir, "--strength", "-1"], "'-1'"),
+        "strength above 1": (
+            [clip_mp4, "-o", tmp_path / "o.mp4", "--model", model_dir, "--strength", "1.5"],
+            "expected a number in (0, 1], got '1.5'",
+        ),
         "output is input": ([clip_mp4, "-o", clip_mp4, "--model", model_dir], "input"),
     }
 
@@ -110,6 +114,7 @@ def bad_input_cases(tmp_path, clip_mp4, model_dir):
         "model without components",
         "zero steps",
         "negative strength",
+        "strength above 1",
         "output is input",
     ],
 )
