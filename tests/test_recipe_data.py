@@ -1,5 +1,6 @@
 """The default-model recipe's data step, run for real (`STOP_AFTER=data`): dead-leaves stills mixed with the bundled
-train photos (`TRAIN_LEAVES_PHOTOS`), and the clear refusal of a mix without leaves."""
+train photos (`TRAIN_LEAVES_PHOTOS`), stills reused by a run on more of them, and the clear refusal of a mix without
+leaves."""
 
 import json
 import os
@@ -47,6 +48,13 @@ def test_leaves_mixed_with_the_train_photos(tmp_path):
     again = _recipe(tmp_path, **settings, SYNTH_WORKERS="1")
     assert again.returncode == 0, again.stderr[-3000:]
     assert sorted(p.name for p in mix.iterdir()) == stills
+
+    # A run on more stills links the two already drawn and draws only the third.
+    more = _recipe(tmp_path, TRAIN_LEAVES="3", TRAIN_SEQUENCES="1", TRAIN_FRAMES="2", DATA=str(tmp_path / "data3"))
+    assert more.returncode == 0, more.stderr[-3000:]
+    drawn = sorted((tmp_path / "leaves_3").glob("leaves_*.png"))
+    assert [p.name for p in drawn] == ["leaves_00000.png", "leaves_00001.png", "leaves_00002.png"]
+    assert [p.stat().st_ino for p in drawn[:2]] == [(tmp_path / "leaves_2" / p.name).stat().st_ino for p in drawn[:2]]
 
 
 def test_photos_without_leaves_is_refused(tmp_path):

@@ -12,6 +12,10 @@ drawn at twice the size and averaged down (anti-aliased edges), then a little gr
 
 Still ``k`` depends only on ``(seed, k)`` and the settings, so a larger ``--count`` keeps the stills already
 written; ``leaves.json`` in the folder records the settings, and a folder written with other settings is refused.
+``--reuse OTHER`` takes the stills another folder already holds (same settings) as hard links, or copies where
+links are not possible, instead of drawing them again:
+
+    video-deblur leaves --out stills_240/ --count 240 --seed 1 --reuse stills/
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import argparse
 import json
 import multiprocessing
 import os
+import shutil
 import uuid
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -111,13 +116,39 @@ def _write_still(folder: str, index: int, seed: int, size: int) -> str:
     return str(path)
 
 
+def _read_settings(folder: Path) -> dict | None:
+    path = folder / SETTINGS_FILE
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _link_still(source: Path, path: Path) -> None:
+    """Put ``source`` at ``path`` as a hard link, or a copy where the file system refuses links; atomically."""
+    tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex}.tmp.png")
+    try:
+        try:
+            os.link(source, tmp)
+        except OSError:
+            shutil.copyfile(source, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def write_dead_leaves(
-    out: str | os.PathLike, count: int, seed: int = 0, size: int = 448, workers: int = 1, progress: bool = True
+    out: str | os.PathLike,
+    count: int,
+    seed: int = 0,
+    size: int = 448,
+    workers: int = 1,
+    progress: bool = True,
+    reuse: str | os.PathLike | None = None,
 ) -> list[Path]:
     """Write ``count`` dead-leaves stills to ``out`` (created if needed); returns their paths in order.
 
     Stills already there (same settings) are kept, so an interrupted run continues and a larger ``count`` adds to
-    the folder. A folder written with another seed or size is refused with ``ValueError``.
+    the folder. A folder written with another seed or size is refused with ``ValueError``. ``reuse`` names another
+    folder of stills drawn with the same settings: those of its stills that ``out`` lacks are linked (or copied)
+    rather than drawn again, which gives the same files since still ``k`` depends only on the settings and ``k``.
     """
     if count < 1:
         raise ValueError(f"--count must be at least 1, got {count}")
@@ -128,8 +159,20 @@ def write_dead_leaves(
     folder = Path(out)
     if folder.exists() and not folder.is_dir():
         raise ValueError(f"--out {str(out)!r} exists and is not a folder")
-    folder.mkdir(parents=True, exist_ok=True)
     settings = {"generator": "dead_leaves", "seed": int(seed), "size": int(size)}
+    source = None if reuse is None else Path(reuse)
+    if source is not None:
+        theirs = _read_settings(source) if source.is_dir() else None
+        if theirs is None:
+            raise ValueError(
+                f"--reuse {str(reuse)!r} is not a folder with {SETTINGS_FILE}; expected one written by `video-deblur leaves`"
+            )
+        if {key: theirs.get(key) for key in settings} != settings:
+            raise ValueError(
+                f"--reuse {str(reuse)!r} records {theirs}; this run asks for {settings}: its stills would differ"
+            )
+        if source.resolve() == folder.resolve():
+            source = None  # the folder itself: its stills are kept anyway
     settings_path = folder / SETTINGS_FILE
     if settings_path.is_file():
         old = json.loads(settings_path.read_text())
@@ -139,6 +182,7 @@ def write_dead_leaves(
             )
     elif any(folder.glob("leaves_*.png")):
         raise ValueError(f"{str(out)!r} holds leaves_*.png stills but no {SETTINGS_FILE}; use another --out folder")
+    folder.mkdir(parents=True, exist_ok=True)
     count_before = len(list(folder.glob("leaves_*.png")))
     record = dict(settings, count=max(int(count), count_before))
     tmp = settings_path.with_name(f".{SETTINGS_FILE}.{uuid.uuid4().hex}.tmp")
@@ -146,6 +190,11 @@ def write_dead_leaves(
     os.replace(tmp, settings_path)
 
     todo = [index for index in range(count) if not (folder / still_name(index)).is_file()]
+    if source is not None:
+        reused = {index for index in todo if (source / still_name(index)).is_file()}
+        for index in sorted(reused):
+            _link_still(source / still_name(index), folder / still_name(index))
+        todo = [index for index in todo if index not in reused]
     bar = tqdm(total=count, initial=count - len(todo), desc="leaves", unit="still", disable=not progress)
     if workers == 1 or len(todo) <= 1:
         for index in todo:
@@ -168,10 +217,17 @@ def add_leaves_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="random seed; still k depends only on it and k")
     parser.add_argument("--size", type=int, default=448, help="side of each square still in px (default 448)")
     parser.add_argument("--workers", type=int, default=1, help="processes drawing in parallel (default 1)")
+    parser.add_argument(
+        "--reuse",
+        metavar="FOLDER",
+        help="another folder of stills drawn with the same seed and size: link its stills instead of drawing them",
+    )
 
 
 def run_leaves(args: argparse.Namespace) -> int:
     """Run ``video-deblur leaves``; returns the exit code. Bad arguments raise ``ValueError``."""
-    paths = write_dead_leaves(args.out, count=args.count, seed=args.seed, size=args.size, workers=args.workers)
+    paths = write_dead_leaves(
+        args.out, count=args.count, seed=args.seed, size=args.size, workers=args.workers, reuse=args.reuse
+    )
     print(f"Wrote {len(paths)} dead-leaves stills to {args.out}")
     return 0

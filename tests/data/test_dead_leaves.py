@@ -72,6 +72,32 @@ def test_cli_writes_resumes_and_feeds_synth(tmp_path):
     assert sharp.shape == (24, 32, 3)
 
 
+def test_reuse_links_the_stills_another_folder_drew(tmp_path):
+    small = write_dead_leaves(tmp_path / "leaves_3", count=3, seed=3, size=48)
+    done = _cli(
+        "leaves", "--out", str(tmp_path / "leaves_5"), "--count", "5", "--size", "48", "--seed", "3",
+        "--reuse", str(tmp_path / "leaves_3"),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    big = sorted((tmp_path / "leaves_5").glob("leaves_*.png"))
+    assert [p.name for p in big] == [f"leaves_{k:05d}.png" for k in range(5)]
+    # The first three are the other folder's files (hard links on one file system), the rest are drawn: the same
+    # bytes as a folder drawn from scratch, and nothing temporary is left.
+    assert [p.stat().st_ino for p in big[:3]] == [p.stat().st_ino for p in small]
+    fresh = write_dead_leaves(tmp_path / "fresh", count=5, seed=3, size=48)
+    assert [p.read_bytes() for p in big] == [p.read_bytes() for p in fresh]
+    assert sorted(p.name for p in (tmp_path / "leaves_5").iterdir()) == ["leaves.json"] + [p.name for p in big]
+    # Stills of other settings, or a folder that `leaves` did not write, are refused before anything is written.
+    other = _cli(
+        "leaves", "--out", str(tmp_path / "b"), "--count", "5", "--size", "48", "--seed", "4",
+        "--reuse", str(tmp_path / "leaves_3"),
+    )  # fmt: skip
+    assert other.returncode == 1 and "its stills would differ" in other.stderr and "'seed': 3" in other.stderr
+    with pytest.raises(ValueError, match="--reuse '.*nowhere' is not a folder with leaves.json"):
+        write_dead_leaves(tmp_path / "b", count=5, seed=3, size=48, reuse=tmp_path / "nowhere")
+    assert not (tmp_path / "b").exists()
+
+
 def test_bad_arguments_are_named(tmp_path):
     with pytest.raises(ValueError, match="--count must be at least 1, got 0"):
         write_dead_leaves(tmp_path / "a", count=0)

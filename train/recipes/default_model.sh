@@ -90,8 +90,17 @@ done_pipeline() { [ -f "$1/model_index.json" ]; }  # each stage writes model_ind
 
 echo "== data"
 if [ "$TRAIN_LEAVES" -gt 0 ]; then
+    # Still k depends only on the seed and k: a run on more stills links those an earlier run drew (the largest
+    # $WORK/leaves_M) instead of drawing them again (11 min for 1,920 of them here).
+    REUSE=
+    for folder in "$WORK"/leaves_[0-9]*; do
+        count=${folder##*/leaves_}
+        case $count in *[!0-9]*) continue ;; esac
+        [ "$folder" != "$LEAVES_DIR" ] && [ -f "$folder/leaves.json" ] || continue
+        [ -n "$REUSE" ] && [ "$count" -le "${REUSE##*/leaves_}" ] || REUSE=$folder
+    done
     OMP_NUM_THREADS=1 $PYTHON -m pipeline_video_deblur.cli leaves --out "$LEAVES_DIR" --count "$TRAIN_LEAVES" \
-        --seed 1 --workers "$SYNTH_WORKERS"
+        --seed 1 --workers "$SYNTH_WORKERS" ${REUSE:+--reuse "$REUSE"}
 fi
 if [ "$TRAIN_LEAVES_PHOTOS" -gt 0 ]; then
     # Links, not copies: synth resolves them, so each photo appears K times among the backgrounds. A rerun keeps the
