@@ -131,12 +131,14 @@ OMP_NUM_THREADS=1 $PYTHON -m pipeline_video_deblur.cli synth --out "$DATA" --spl
 
 if [ "${CONTINUE:-0}" = "1" ]; then
     # Continue stage 2 from the shipped default model (each run adds STAGE2_STEPS). The run folder is named
-    # after the starting weights, so an interrupted run resumes and a finished one is not repeated.
+    # after the starting weights (and the crop, where it is not the default 64 px), so an interrupted run resumes,
+    # a finished one is not repeated, and a run at another crop does not take over one at 64 px.
     START=pipeline_video_deblur/default_model
     STAGE2_LR=${STAGE2_LR:-1e-4}
     STAGE2_TIMESTEP_BIAS=${STAGE2_TIMESTEP_BIAS:-later}
     STAGE2_TIMESTEP_BIAS_MULTIPLIER=${STAGE2_TIMESTEP_BIAS_MULTIPLIER:-4}
     OUT=$WORK/continue_$(sha256sum "$START/unet/diffusion_pytorch_model.safetensors" | cut -c1-12)
+    [ "$RESOLUTION" = 64 ] || OUT=${OUT}_crop$RESOLUTION
 else
     echo "== stage 0: pretrain a small T2V stand-in on sharp clips"
     if ! done_pipeline "$WORK/t2v"; then
