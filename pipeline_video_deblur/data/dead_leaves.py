@@ -21,11 +21,13 @@ links are not possible, instead of drawing them again:
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import multiprocessing
 import os
 import shutil
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -104,16 +106,28 @@ def still_name(index: int) -> str:
     return f"leaves_{index:05d}.png"
 
 
+def _put_still(path: Path, write: Callable[[Path], object]) -> None:
+    """Have ``write`` make a temporary file beside ``path``, then move it there: a still is complete or absent."""
+    tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex}.tmp.png")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def _write_still(folder: str, index: int, seed: int, size: int) -> str:
     path = Path(folder) / still_name(index)
     image = dead_leaves_image(np.random.default_rng([seed, index]), size=size)
-    tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex}.tmp.png")
-    try:
-        Image.fromarray(image).save(tmp)
-        os.replace(tmp, path)  # a still is complete or absent
-    finally:
-        tmp.unlink(missing_ok=True)
+    _put_still(path, Image.fromarray(image).save)
     return str(path)
+
+
+def _link_or_copy(source: Path, tmp: Path) -> None:
+    try:
+        os.link(source, tmp)
+    except OSError:  # a file system without hard links, or another device
+        shutil.copyfile(source, tmp)
 
 
 def _read_settings(folder: Path) -> dict | None:
@@ -121,17 +135,8 @@ def _read_settings(folder: Path) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def _link_still(source: Path, path: Path) -> None:
-    """Put ``source`` at ``path`` as a hard link, or a copy where the file system refuses links; atomically."""
-    tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex}.tmp.png")
-    try:
-        try:
-            os.link(source, tmp)
-        except OSError:
-            shutil.copyfile(source, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+def _same_settings(recorded: dict, settings: dict) -> bool:
+    return {key: recorded.get(key) for key in settings} == settings
 
 
 def write_dead_leaves(
@@ -167,16 +172,16 @@ def write_dead_leaves(
             raise ValueError(
                 f"--reuse {str(reuse)!r} is not a folder with {SETTINGS_FILE}; expected one written by `video-deblur leaves`"
             )
-        if {key: theirs.get(key) for key in settings} != settings:
+        if not _same_settings(theirs, settings):
             raise ValueError(
                 f"--reuse {str(reuse)!r} records {theirs}; this run asks for {settings}: its stills would differ"
             )
         if source.resolve() == folder.resolve():
             source = None  # the folder itself: its stills are kept anyway
     settings_path = folder / SETTINGS_FILE
-    if settings_path.is_file():
-        old = json.loads(settings_path.read_text())
-        if {key: old.get(key) for key in settings} != settings:
+    old = _read_settings(folder)
+    if old is not None:
+        if not _same_settings(old, settings):
             raise ValueError(
                 f"{str(settings_path)!r} records {old}; this run asks for {settings}: use another --out folder"
             )
@@ -193,7 +198,7 @@ def write_dead_leaves(
     if source is not None:
         reused = {index for index in todo if (source / still_name(index)).is_file()}
         for index in sorted(reused):
-            _link_still(source / still_name(index), folder / still_name(index))
+            _put_still(folder / still_name(index), functools.partial(_link_or_copy, source / still_name(index)))
         todo = [index for index in todo if index not in reused]
     bar = tqdm(total=count, initial=count - len(todo), desc="leaves", unit="still", disable=not progress)
     if workers == 1 or len(todo) <= 1:
