@@ -26,7 +26,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 from results_io import atomic_path, write_json  # noqa: E402
 
-from pipeline_video_deblur.cli import load_pipeline, positive_int, strength_fraction  # noqa: E402
+from pipeline_video_deblur.cli import load_pipeline, positive_float, positive_int, strength_fraction  # noqa: E402
 
 
 def load_test_clips(cache: str) -> list[tuple[str, np.ndarray, np.ndarray]]:
@@ -79,9 +79,11 @@ def main() -> None:
     parser.add_argument("--model", default="default", help="'default' (embedded) or a pipeline folder")
     parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda when available, else cpu)")
     parser.add_argument("--steps", type=positive_int, default=50, help="default setting: steps (pipeline default 50)")
-    parser.add_argument("--guidance-scale", type=float, default=None, help="default setting: CFG (pipeline default)")
+    parser.add_argument(
+        "--guidance-scale", type=positive_float, default=None, help="default setting: CFG (pipeline default)"
+    )
     parser.add_argument("--fast-steps", type=positive_int, default=10)
-    parser.add_argument("--fast-guidance-scale", type=float, default=1.0)
+    parser.add_argument("--fast-guidance-scale", type=positive_float, default=1.0)
     parser.add_argument("--fast-strength", type=strength_fraction, default=1.0)
     parser.add_argument("--cache", default=os.path.join(HERE, "..", "runs", "benchmark_synth_test_seed0"))
     parser.add_argument("--out", default=os.path.join(HERE, "results", "quality.json"))

@@ -29,7 +29,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 from results_io import atomic_path, write_json  # noqa: E402
 
-from pipeline_video_deblur.cli import load_pipeline, positive_int  # noqa: E402
+from pipeline_video_deblur.cli import load_pipeline, positive_float, positive_int  # noqa: E402
 
 
 def clip_psnr(output: np.ndarray, sharp: np.ndarray) -> float:
@@ -50,7 +50,9 @@ def main() -> int:
     parser.add_argument(
         "--steps", type=positive_int, default=50, help="sampling steps of the draws (pipeline default 50)"
     )
-    parser.add_argument("--guidance-scale", type=float, default=None, help="CFG of the draws (pipeline default)")
+    parser.add_argument(
+        "--guidance-scale", type=positive_float, default=None, help="CFG of the draws (pipeline default)"
+    )
     parser.add_argument("--seeds", type=positive_int, default=8, help="number of draws K (seeds 0..K-1)")
     parser.add_argument("--clips", type=positive_int, default=1, help="the first N benchmark clips")
     parser.add_argument("--num-frames", type=positive_int, default=8, help="the first N frames of each clip")

@@ -26,6 +26,8 @@ sys.path.insert(0, os.path.join(HERE, "..", "tests"))
 sys.path.insert(0, HERE)
 from results_io import write_json  # noqa: E402
 
+from pipeline_video_deblur.cli import positive_int  # noqa: E402
+
 # The UNet config of damo-vilab/text-to-video-ms-1.7b (unet/config.json), with in_channels doubled for the
 # blurred-latent condition (DESIGN 2.1).
 MODELSCOPE_T2V_UNET = {
@@ -133,8 +135,8 @@ def bench_t2v(repeats: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--part", choices=["run", "t2v", "all"], default="all")
-    parser.add_argument("--steps", type=int, default=50)
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--steps", type=positive_int, default=50)
+    parser.add_argument("--repeats", type=positive_int, default=2)
     parser.add_argument("--out", default=os.path.join(HERE, "results", "speed.json"))
     args = parser.parse_args()
     results = {"machine": f"{os.cpu_count()} CPU cores, torch {torch.__version__}"}

@@ -16,6 +16,8 @@ import PIL.Image
 import PIL.ImageDraw
 import torch
 
+from pipeline_video_deblur.cli import positive_float, positive_int, strength_fraction
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
@@ -23,9 +25,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="default", help="'default' (embedded), a pipeline folder or a Hub id")
     parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda when available, else cpu)")
-    parser.add_argument("--steps", type=int, default=50)
-    parser.add_argument("--guidance-scale", type=float, default=2.0)
-    parser.add_argument("--strength", type=float, default=1.0)
+    parser.add_argument("--steps", type=positive_int, default=50)
+    parser.add_argument("--guidance-scale", type=positive_float, default=2.0)
+    parser.add_argument("--strength", type=strength_fraction, default=1.0)
     parser.add_argument("--out", default=os.path.join(HERE, "sample_comparison.png"))
     args = parser.parse_args()
 

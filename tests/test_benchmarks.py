@@ -108,3 +108,23 @@ def test_bad_arguments_are_named(tmp_path):
     )
     result = benchmark("sample_spread.py", "--seeds", 0, "--cache", tmp_path, check=False)
     assert result.returncode != 0 and "argument --seeds: expected a positive integer, got '0'" in result.stderr
+    result = benchmark("sample_spread.py", "--guidance-scale", 0, "--cache", tmp_path, check=False)
+    assert result.returncode != 0 and "argument --guidance-scale: expected a positive number, got '0'" in result.stderr
+    result = benchmark("quality.py", "--fast-guidance-scale", -1, "--cache", tmp_path, check=False)
+    assert (
+        result.returncode != 0
+        and "argument --fast-guidance-scale: expected a positive number, got '-1'" in result.stderr
+    )
+    # The README's comparison script refuses before it loads a model or writes its image.
+    out = tmp_path / "comparison.png"
+    script = os.path.join(ROOT, "examples", "make_sample_comparison.py")
+    for flag, value, expected in (
+        ("--strength", "0", "a number in (0, 1]"),
+        ("--steps", "0", "a positive integer"),
+        ("--guidance-scale", "x", "a positive number"),
+    ):
+        result = subprocess.run(
+            [sys.executable, script, flag, value, "--out", str(out)], capture_output=True, text=True, timeout=600
+        )
+        assert result.returncode == 2 and f"argument {flag}: expected {expected}, got '{value}'" in result.stderr
+        assert not out.exists()

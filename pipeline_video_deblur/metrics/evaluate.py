@@ -25,6 +25,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from ..cli import positive_float, positive_int, strength_fraction
 from .baselines import UNSHARP_AMOUNT, UNSHARP_RADIUS, identity, unsharp
 from .figures import comparison_figure
 from .lpips_metric import NOT_COMPUTED, LPIPSMetric
@@ -249,12 +250,16 @@ def add_eval_args(parser: argparse.ArgumentParser) -> None:
     method.add_argument("--model", help="pipeline folder or Hub id; 'default' for the embedded model")
     method.add_argument("--baseline", choices=("identity", "unsharp"), help="a classical baseline instead of a model")
     parser.add_argument("--blur-dir", default="blur", choices=("blur", "blur_gamma"), help="GoPro input folder")
-    parser.add_argument("--max-sequences", type=int, default=None, help="evaluate the first N sequences only")
-    parser.add_argument("--max-frames", type=int, default=None, help="evaluate the first N frames of each sequence")
+    parser.add_argument("--max-sequences", type=positive_int, default=None, help="evaluate the first N sequences only")
+    parser.add_argument(
+        "--max-frames", type=positive_int, default=None, help="evaluate the first N frames of each sequence"
+    )
     parser.add_argument("--lpips", action="store_true", help="compute LPIPS (only if its weights are on disk)")
-    parser.add_argument("--steps", type=int, default=50, help="denoising steps of the model (default 50)")
-    parser.add_argument("--guidance-scale", type=float, default=None, help="classifier-free guidance scale")
-    parser.add_argument("--strength", type=float, default=1.0, help="1.0 starts from noise; < 1 from the noised input")
+    parser.add_argument("--steps", type=positive_int, default=50, help="denoising steps of the model (default 50)")
+    parser.add_argument("--guidance-scale", type=positive_float, default=None, help="classifier-free guidance scale")
+    parser.add_argument(
+        "--strength", type=strength_fraction, default=1.0, help="1.0 starts from noise; < 1 from the noised input"
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the model's sampling noise")
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     parser.add_argument("--unsharp-amount", type=float, default=UNSHARP_AMOUNT, help="unsharp baseline amount")

@@ -126,6 +126,27 @@ def test_eval_in_process_unsharp_and_errors(tmp_path, capsys):
         run_eval(_args(root=str(tmp_path), max_frames=0, out=str(out)))
 
 
+@pytest.mark.parametrize(
+    "flag, value, expected",
+    [
+        ("--strength", "1.5", "a number in (0, 1]"),
+        ("--strength", "0", "a number in (0, 1]"),
+        ("--steps", "0", "a positive integer"),
+        ("--guidance-scale", "-2", "a positive number"),
+        ("--max-sequences", "0", "a positive integer"),
+        ("--max-frames", "-1", "a positive integer"),
+    ],
+)
+def test_eval_arguments_out_of_range_are_refused_by_name(flag, value, expected, capsys):
+    parser = argparse.ArgumentParser(prog="video-deblur eval")
+    add_eval_args(parser)
+    argv = ["--dataset", "gopro", "--root", "x", "--model", "default", "--out", "r.json", flag, value]
+    with pytest.raises(SystemExit) as raised:
+        parser.parse_args(argv)
+    assert raised.value.code == 2
+    assert f"argument {flag}: expected {expected}, got '{value}'" in capsys.readouterr().err
+
+
 def test_eval_model_runs_a_saved_pipeline(tmp_path):
     """`--model FOLDER` loads a VideoDeblurPipeline and scores its output (tiny random components, 2 steps)."""
     import tiny
