@@ -62,3 +62,30 @@ def test_photos_without_leaves_is_refused(tmp_path):
     assert done.returncode == 2
     assert "TRAIN_LEAVES_PHOTOS=3" in done.stderr and "set TRAIN_LEAVES too" in done.stderr
     assert not (tmp_path / "data").exists()
+
+
+def test_a_continued_run_is_named_after_its_settings_and_kept_to_its_data(tmp_path):
+    """`CONTINUE=1 STOP_AFTER=plan` prints the stage 2 run folder: the shipped weights' hash, plus each setting that
+    is not the recipe's default; an unfinished run is not resumed on other data."""
+    import hashlib
+
+    weights = REPO / "pipeline_video_deblur" / "default_model" / "unet" / "diffusion_pytorch_model.safetensors"
+    run = tmp_path / f"continue_{hashlib.sha256(weights.read_bytes()).hexdigest()[:12]}"
+    plan = {"CONTINUE": "1", "STOP_AFTER": "plan", "TRAIN_SEQUENCES": "1", "TRAIN_FRAMES": "2", "SYNTH_WORKERS": "1"}
+
+    default = _recipe(tmp_path, **plan)
+    assert default.returncode == 0, default.stderr[-3000:]
+    assert f"(STOP_AFTER=plan): {run}\n" in default.stdout
+    other = _recipe(tmp_path, **plan, RESOLUTION="96", BATCH="4", STAGE2_LR="5e-5", STAGE2_TIMESTEP_BIAS="none")
+    assert other.returncode == 0, other.stderr[-3000:]
+    assert f"(STOP_AFTER=plan): {run}_crop96_batch4_lr5e-5_biasnonex4\n" in other.stdout
+
+    # An unfinished run (its arguments written, no final pipeline) that began on other data is refused by name.
+    run.mkdir()
+    (run / "stage2_finetune_args.json").write_text(json.dumps({"train_data_dir": str(tmp_path / "other_data")}))
+    refused = _recipe(tmp_path, **plan)
+    assert refused.returncode == 2
+    assert f"started on DATA={tmp_path / 'other_data'}, not DATA={tmp_path / 'data'}" in refused.stderr
+    (run / "stage2_finetune_args.json").write_text(json.dumps({"train_data_dir": str(tmp_path / "data")}))
+    resumed = _recipe(tmp_path, **plan)
+    assert resumed.returncode == 0 and f"(STOP_AFTER=plan): {run}\n" in resumed.stdout

@@ -12,7 +12,8 @@
 #   (a continued run restarts the cosine schedule at STAGE2_LR, 1e-4 by default when continuing: a restart at
 #   3e-4 set the model back for its first hundreds of steps)
 #
-# STOP_AFTER=data renders the data (and stills) and stops before training.
+# STOP_AFTER=data renders the data (and stills) and stops before training; STOP_AFTER=plan stops before stage 2 and
+# prints its run folder.
 # Resumable: every stage resumes from its latest complete checkpoint, and a stage whose final pipeline
 # folder exists is skipped, so running the same command again continues where it stopped. Seeds are fixed.
 # Sizes were chosen by measurement on the 2-core CPU (see pipeline_video_deblur/default_model/README.md).
@@ -131,14 +132,21 @@ OMP_NUM_THREADS=1 $PYTHON -m pipeline_video_deblur.cli synth --out "$DATA" --spl
 
 if [ "${CONTINUE:-0}" = "1" ]; then
     # Continue stage 2 from the shipped default model (each run adds STAGE2_STEPS). The run folder is named
-    # after the starting weights (and the crop, where it is not the default 64 px), so an interrupted run resumes,
-    # a finished one is not repeated, and a run at another crop does not take over one at 64 px.
+    # after the starting weights, so an interrupted run resumes and a finished one is not repeated.
     START=pipeline_video_deblur/default_model
     STAGE2_LR=${STAGE2_LR:-1e-4}
     STAGE2_TIMESTEP_BIAS=${STAGE2_TIMESTEP_BIAS:-later}
     STAGE2_TIMESTEP_BIAS_MULTIPLIER=${STAGE2_TIMESTEP_BIAS_MULTIPLIER:-4}
     OUT=$WORK/continue_$(sha256sum "$START/unet/diffusion_pytorch_model.safetensors" | cut -c1-12)
+    # Each training setting that is not the recipe's default is added to the name, so that a run from the same
+    # weights with other settings gets a folder of its own instead of resuming this one (with the defaults, the
+    # name is the weights' alone, as it was before the settings were added).
     [ "$RESOLUTION" = 64 ] || OUT=${OUT}_crop$RESOLUTION
+    [ "$NUM_FRAMES" = 8 ] || OUT=${OUT}_frames$NUM_FRAMES
+    [ "$BATCH" = 2 ] || OUT=${OUT}_batch$BATCH
+    [ "$STAGE2_LR" = 1e-4 ] || OUT=${OUT}_lr$STAGE2_LR
+    [ "$STAGE2_TIMESTEP_BIAS $STAGE2_TIMESTEP_BIAS_MULTIPLIER" = "later 4" ] ||
+        OUT=${OUT}_bias${STAGE2_TIMESTEP_BIAS}x$STAGE2_TIMESTEP_BIAS_MULTIPLIER
 else
     echo "== stage 0: pretrain a small T2V stand-in on sharp clips"
     if ! done_pipeline "$WORK/t2v"; then
@@ -169,6 +177,18 @@ else
     STAGE2_TIMESTEP_BIAS_MULTIPLIER=${STAGE2_TIMESTEP_BIAS_MULTIPLIER:-1}
     OUT=$WORK/stage2
 fi
+
+# The data folder is not in the name: an unfinished run is resumed only on the data it started on.
+if [ -f "$OUT/stage2_finetune_args.json" ] && ! done_pipeline "$OUT"; then
+    $PYTHON - "$OUT" "$DATA" <<'PY' || exit 2
+import json, os, sys
+run, data = sys.argv[1], sys.argv[2]
+began = json.load(open(os.path.join(run, "stage2_finetune_args.json")))["train_data_dir"]
+if os.path.realpath(began) != os.path.realpath(data):
+    sys.exit(f"{run} started on DATA={began}, not DATA={data}: resume it with DATA={began}, or use another WORK")
+PY
+fi
+[ "${STOP_AFTER:-}" != plan ] || { echo "== stopped before stage 2 (STOP_AFTER=plan): $OUT"; exit 0; }
 
 echo "== stage 2: the whole model"
 if ! done_pipeline "$OUT"; then
