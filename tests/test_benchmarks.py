@@ -42,7 +42,7 @@ def test_quality_scores_every_method(cache, tmp_path):
     result = benchmark(
         "quality.py",
         *("--cache", cache, "--out", out, "--figure", figure, "--device", "cpu"),
-        *("--max-clips", 1, "--steps", 2, "--fast-steps", 1),
+        *("--max-clips", 1, "--steps", 2, "--fast-steps", 1, "--default-seeds", 2),
     )
     data = json.loads(out.read_text())
     methods = data["methods"]
@@ -52,6 +52,8 @@ def test_quality_scores_every_method(cache, tmp_path):
         "VAE round trip (sharp)",
         "fast (1 steps, CFG 1, strength 1)",
         "default (2 steps, CFG 2)",
+        "default (2 steps, CFG 2) [seed 1]",
+        "default (2 steps, CFG 2) [mean of 2 seeds]",
     }, list(methods)
     # The weight-free pixel-shuffle VAE is exactly invertible: its ceiling is infinite.
     assert math.isinf(methods["VAE round trip (sharp)"]["psnr"])
@@ -61,9 +63,15 @@ def test_quality_scores_every_method(cache, tmp_path):
         row = methods[name]
         assert 10 < row["psnr"] < 60 and row["seconds_per_frame"] > 0 and row["clips"] == 1, row
     assert data["device"] == "cpu"
-    assert data["targets"]["default_gain_db"] == pytest.approx(
-        methods["default (2 steps, CFG 2)"]["psnr"] - blurred["psnr"]
-    )
+    # Two draws of the default setting (seeds 0 and 1) differ; the targets use their mean.
+    draws = [methods["default (2 steps, CFG 2)"], methods["default (2 steps, CFG 2) [seed 1]"]]
+    assert draws[0]["psnr"] != draws[1]["psnr"]
+    mean = methods["default (2 steps, CFG 2) [mean of 2 seeds]"]
+    for key in ("psnr", "ssim", "tce", "colour_shift_percent"):
+        assert mean[key] == pytest.approx((draws[0][key] + draws[1][key]) / 2), key
+    assert mean["psnr_std"] == pytest.approx(abs(draws[0]["psnr"] - draws[1]["psnr"]) / 2)
+    assert mean["seeds"] == 2 and data["settings"]["default_seeds"] == 2
+    assert data["targets"]["default_gain_db"] == pytest.approx(mean["psnr"] - blurred["psnr"])
     assert "blurred input" in result.stdout and "PSNR" in result.stdout
     with PIL.Image.open(figure) as image:
         assert image.width >= 128 * 5 and image.height >= 128  # five 128 px panels
