@@ -37,6 +37,22 @@ def test_the_default_model_is_complete_small_and_safetensors_only():
     assert index["_class_name"] == "VideoDeblurPipeline"
 
 
+def test_the_cards_links_stay_inside_the_model_folder():
+    """The card and its version history link to each other; the Hub gets this folder alone, so every relative
+    link must name a file in it."""
+    import re
+
+    cards = [f for f in shipped_files() if f.endswith(".md")]
+    assert {"README.md", "HISTORY.md"} <= set(cards)
+    for card in cards:
+        text = open(os.path.join(DEFAULT_MODEL_PATH, card), encoding="utf-8").read()
+        for target in re.findall(r"\]\(([^)#]+)\)", text):
+            if "://" in target:
+                continue
+            path = os.path.normpath(os.path.join(os.path.dirname(card), target))
+            assert path in shipped_files(), f"{card} links to {target}, which is not in {DEFAULT_MODEL_PATH}"
+
+
 def test_from_default_loads_offline_and_deblurs_a_short_clip():
     code = (
         "import torch, numpy as np;"
@@ -103,6 +119,7 @@ def test_ship_script_copies_components_sets_the_tile_and_keeps_the_card(tmp_path
     target = tmp_path / "default_model"
     target.mkdir()
     (target / "README.md").write_text("# card\n")
+    (target / "HISTORY.md").write_text("# every version\n")
     (target / "stale.txt").write_text("from an older model\n")
     pipe = VideoDeblurPipeline.from_pretrained(source)
     tile = 2 * pipe.size_multiple
@@ -118,6 +135,7 @@ def test_ship_script_copies_components_sets_the_tile_and_keeps_the_card(tmp_path
     assert {v.dtype for v in stored.values()} == {torch.float16}
     assert shipped.config.residual is True
     assert (target / "README.md").read_text() == "# card\n"  # the card is kept
+    assert (target / "HISTORY.md").read_text() == "# every version\n"  # and the history beside it
     assert not (target / "stale.txt").exists()  # nothing else of the old folder survives
     assert "_name_or_path" not in (target / "model_index.json").read_text()  # no path of the training machine
     record = json.loads((target / "training.json").read_text())

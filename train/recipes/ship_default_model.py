@@ -4,8 +4,9 @@
     python train/recipes/ship_default_model.py runs/default_model/stage2 pipeline_video_deblur/default_model
 
 Only the components are copied (loaded and saved again as safetensors, the UNet in float16: no checkpoints,
-logs or optimiser state); the model card (`README.md`) already in the target is kept; `training.json` records where the
-weights came from and the training log's step count and wall time.
+logs or optimiser state); the model card (`README.md`) and any other markdown file beside it (its version history,
+`HISTORY.md`) already in the target are kept; `training.json` records where the weights came from and the training
+log's step count and wall time.
 """
 
 from __future__ import annotations
@@ -62,7 +63,8 @@ def main() -> int:
             with open(config, "w") as f:
                 json.dump(data, f, indent=2, sort_keys=False)
                 f.write("\n")
-    for keep in ("README.md", "training.json"):
+    cards = sorted(n for n in os.listdir(target) if n.endswith(".md")) if os.path.isdir(target) else []
+    for keep in ["training.json", *cards]:
         if os.path.isfile(os.path.join(target, keep)):
             shutil.copy2(os.path.join(target, keep), os.path.join(tmp, keep))
 
