@@ -42,7 +42,8 @@ def test_the_cards_links_stay_inside_the_model_folder():
     link must name a file in it."""
     import re
 
-    cards = [f for f in shipped_files() if f.endswith(".md")]
+    shipped = set(shipped_files())
+    cards = [f for f in shipped if f.endswith(".md")]
     assert {"README.md", "HISTORY.md"} <= set(cards)
     for card in cards:
         text = open(os.path.join(DEFAULT_MODEL_PATH, card), encoding="utf-8").read()
@@ -50,7 +51,7 @@ def test_the_cards_links_stay_inside_the_model_folder():
             if "://" in target:
                 continue
             path = os.path.normpath(os.path.join(os.path.dirname(card), target))
-            assert path in shipped_files(), f"{card} links to {target}, which is not in {DEFAULT_MODEL_PATH}"
+            assert path in shipped, f"{card} links to {target}, which is not in {DEFAULT_MODEL_PATH}"
 
 
 def test_from_default_loads_offline_and_deblurs_a_short_clip():
