@@ -82,6 +82,20 @@ def mean_over_seeds(rows: list[dict]) -> dict:
     return mean
 
 
+def row_line(name: str, row: dict, colour: bool = True, seconds: bool = True) -> str:
+    """One printed row: PSNR (with its spread over seeds, for a mean row), SSIM, TCE, and optionally colour shift and
+    seconds per frame."""
+    line = f"{name:34s} PSNR {row['psnr']:6.2f}"
+    if "psnr_std" in row:
+        line += f" (std {row['psnr_std']:.2f})"
+    line += f"  SSIM {row['ssim']:.4f}  TCE {row['tce']:6.3f}"
+    if colour:
+        line += f"  colour {row['colour_shift_percent']:5.2f} %"
+    if seconds:
+        line += f"  {row['seconds_per_frame']:7.3f} s/frame"
+    return line
+
+
 def to_uint8(frames: np.ndarray) -> np.ndarray:
     return (np.clip(frames, 0, 1) * 255).round().astype(np.uint8)
 
@@ -139,12 +153,7 @@ def main() -> None:
         outputs[method] = {k: (v if v.dtype == np.uint8 else to_uint8(v)) for k, v in results.items()}
         rows[method] = score(method, outputs[method], subset, time.perf_counter() - started)
         rows[method]["clips"] = len(subset)
-        r = rows[method]
-        print(
-            f"{method:34s} PSNR {r['psnr']:6.2f}  SSIM {r['ssim']:.4f}  TCE {r['tce']:6.3f}  "
-            f"colour {r['colour_shift_percent']:5.2f} %  {r['seconds_per_frame']:7.3f} s/frame",
-            flush=True,
-        )
+        print(row_line(method, rows[method]), flush=True)
 
     def deblur(steps, cfg, strength, seed=0):
         def fn(blur):
@@ -178,8 +187,7 @@ def main() -> None:
     rows["VAE round trip (sharp)"] = score(
         "VAE round trip", outputs["VAE round trip (sharp)"], clips, time.perf_counter() - started
     )
-    r = rows["VAE round trip (sharp)"]
-    print(f"{'VAE round trip (sharp)':34s} PSNR {r['psnr']:6.2f}  SSIM {r['ssim']:.4f}  TCE {r['tce']:6.3f}")
+    print(row_line("VAE round trip (sharp)", rows["VAE round trip (sharp)"], colour=False, seconds=False))
     fast_name = f"fast ({args.fast_steps} steps, CFG {args.fast_guidance_scale:g}, strength {args.fast_strength:g})"
     run(fast_name, deblur(args.fast_steps, args.fast_guidance_scale, args.fast_strength))
     default_name = f"default ({args.steps} steps, CFG {default_cfg:g})"
@@ -193,11 +201,7 @@ def main() -> None:
             run(seeded[-1], deblur(args.steps, default_cfg, 1.0, seed), subset)
         target_name = f"{default_name} [mean of {args.default_seeds} seeds]"
         rows[target_name] = mean_over_seeds([rows[name] for name in seeded])
-        r = rows[target_name]
-        print(
-            f"{target_name:34s} PSNR {r['psnr']:6.2f} (std {r['psnr_std']:.2f})  SSIM {r['ssim']:.4f}  "
-            f"TCE {r['tce']:6.3f}  colour {r['colour_shift_percent']:5.2f} %"
-        )
+        print(row_line(target_name, rows[target_name], seconds=False))
     if subset is not None and len(subset) < len(clips):
         # The same subset for every other row, so that the default setting is compared like with like.
         print(f"-- on the {len(subset)} clip(s) the default setting ran on:")
@@ -205,8 +209,7 @@ def main() -> None:
             name = f"{method} [first {len(subset)}]"
             rows[name] = score(name, {n: outputs[method][n] for n, _, _ in subset}, subset, 0.0)
             rows[name]["clips"] = len(subset)
-            r = rows[name]
-            print(f"{name:34s} PSNR {r['psnr']:6.2f}  SSIM {r['ssim']:.4f}  TCE {r['tce']:6.3f}")
+            print(row_line(name, rows[name], colour=False, seconds=False))
         base = rows[f"blurred input [first {len(subset)}]"]
         unsharp_row = rows[f"unsharp baseline [first {len(subset)}]"]
     else:
