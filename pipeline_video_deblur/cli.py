@@ -67,6 +67,9 @@ def load_pipeline(model: str, device: str | None = None, dtype: str = "float32")
     from .pipeline_video_deblur import VideoDeblurPipeline
 
     torch_dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[dtype]
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    check_device(device)
     if model == "default":
         pipe = VideoDeblurPipeline.from_default(torch_dtype=torch_dtype)
     else:
@@ -85,9 +88,22 @@ def load_pipeline(model: str, device: str | None = None, dtype: str = "float32")
         elif model.startswith((".", "/", "~")) or model.count("/") != 1:
             raise ValueError(f"--model {model!r} does not exist (expected a folder, a Hub id user/name, or 'default')")
         pipe = VideoDeblurPipeline.from_pretrained(model, torch_dtype=torch_dtype)
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
     return pipe.to(device)
+
+
+def check_device(device: str) -> None:
+    """A clear error, before any weights load, when `device` is not a device name or is not on this machine."""
+    import torch
+
+    try:
+        kind = torch.device(device).type
+    except (RuntimeError, TypeError) as error:
+        raise ValueError(f"--device {device!r} is not a device; expected cpu, cuda, cuda:N or mps") from error
+    available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
+    if kind not in available:
+        raise ValueError(f"--device {device!r} is not supported; expected cpu, cuda, cuda:N or mps")
+    if not available[kind]:
+        raise ValueError(f"--device {device!r} is not available on this machine (torch {torch.__version__}); use cpu")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -105,17 +121,22 @@ def run_run(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
 
-    from .data.video_io import is_video_file, read_video, write_video
+    from .data.video_io import check_writable_output, is_video_file, read_video, write_video
 
-    source, target = os.path.abspath(args.input), os.path.abspath(args.output)
+    # realpath: a symlink or `..` must not hide that the output is (or holds) the input
+    source, target = os.path.realpath(args.input), os.path.realpath(args.output)
     if not os.path.exists(source):
         raise ValueError(f"input {args.input!r} does not exist")
     if source == target:
         raise ValueError(f"output {args.output!r} is the input; choose another path")
-    if os.path.exists(target) and not args.overwrite:
-        raise ValueError(f"output {args.output!r} exists; pass --overwrite to replace it")
+    if os.path.commonpath([source, target]) == target:
+        raise ValueError(f"output {args.output!r} holds the input {args.input!r}; choose another path")
     if os.path.isdir(source) and os.path.commonpath([source, target]) == source:
         raise ValueError(f"output {args.output!r} is inside the input folder {args.input!r}; choose another path")
+    if os.path.exists(target) and not args.overwrite:
+        raise ValueError(f"output {args.output!r} exists; pass --overwrite to replace it")
+    # before the run, which can take hours: an output that cannot be written fails now
+    check_writable_output(args.output, overwrite=args.overwrite)
     if args.frame_overlap is None:
         args.frame_overlap = min(4, args.num_frames // 2)
     if args.frame_overlap >= args.num_frames:
@@ -139,7 +160,11 @@ def run_run(args: argparse.Namespace) -> int:
         output_type="np",
     ).frames[0]
     frames = (frames * 255).round().astype(np.uint8)
-    names = clip.names if not is_video_file(target) else None
+    names = None
+    if not is_video_file(target):
+        # a folder gets PNGs (lossless) under the input frames' names, whatever their format was
+        names = [os.path.splitext(name)[0] + ".png" for name in clip.names]
+        names = names if len(set(names)) == len(names) else None
     write_video(frames, target, fps=clip.fps, names=names, overwrite=args.overwrite)
     elapsed = time.perf_counter() - started
     print(f"wrote {len(frames)} frames of {frames.shape[2]}x{frames.shape[1]} to {args.output} in {elapsed:.1f} s")

@@ -223,8 +223,12 @@ class VideoDeblurPipeline(DiffusionPipeline):
         if tile_size is not None:
             if not isinstance(tile_size, int) or tile_size < multiple or tile_size % multiple:
                 raise ValueError(f"`tile_size` must be a positive multiple of {multiple} pixels, got {tile_size!r}")
-            if tile_overlap is not None and not 0 <= tile_overlap < tile_size:
-                raise ValueError(f"`tile_overlap` must be in [0, tile_size={tile_size}), got {tile_overlap!r}")
+        if tile_overlap is not None:
+            # checked against the tile that will be used: the model's default when `tile_size` is not given
+            tile = tile_size if tile_size is not None else self.default_tile_size
+            if not isinstance(tile_overlap, int) or tile_overlap < 0 or (tile is not None and tile_overlap >= tile):
+                bound = f"[0, tile_size={tile})" if tile is not None else "a non-negative integer"
+                raise ValueError(f"`tile_overlap` must be in {bound} pixels, got {tile_overlap!r}")
         if output_type not in ("pil", "np", "pt", "latent"):
             raise ValueError(f"`output_type` must be one of 'pil', 'np', 'pt', 'latent', got {output_type!r}")
         if callback_on_step_end_tensor_inputs is not None:
@@ -237,8 +241,8 @@ class VideoDeblurPipeline(DiffusionPipeline):
 
     @staticmethod
     def video_to_tensor(video) -> torch.Tensor:
-        """A list of PIL images, a uint8 or float array (F, H, W, 3) or a tensor (F, 3, H, W) in [0, 1] ->
-        a float32 tensor (F, 3, H, W) in [0, 1]. Grayscale and RGBA images are converted to RGB."""
+        """A list of PIL images, a uint8 or float array (F, H, W, 3) or a uint8 or float tensor (F, 3, H, W) in
+        [0, 1] -> a float32 tensor (F, 3, H, W) in [0, 1]. Grayscale and RGBA images are converted to RGB."""
         if isinstance(video, PIL.Image.Image):
             video = [video]
         if isinstance(video, (list, tuple)):
@@ -269,7 +273,7 @@ class VideoDeblurPipeline(DiffusionPipeline):
             raise ValueError(f"`video` as a tensor must be (F, 3, H, W), got shape {tuple(video.shape)}")
         if video.shape[0] == 0:
             raise ValueError("`video` has no frames")
-        video = video.float()
+        video = video.float() / 255.0 if video.dtype == torch.uint8 else video.float()
         if video.shape[1] == 1:
             video = video.expand(-1, 3, -1, -1)
         elif video.shape[1] == 4:
@@ -388,8 +392,8 @@ class VideoDeblurPipeline(DiffusionPipeline):
 
         Args:
             video (`list[PIL.Image.Image]`, `np.ndarray` or `torch.Tensor`):
-                The blurred clip: PIL images, a uint8 or float array (F, H, W, 3), or a tensor (F, 3, H, W) in
-                [0, 1]. Any length and size: long clips are denoised in overlapping windows and large frames in
+                The blurred clip: PIL images, a uint8 or float array (F, H, W, 3), or a uint8 or float tensor
+                (F, 3, H, W) in [0, 1]. Any length and size: long clips are denoised in overlapping windows and large frames in
                 overlapping tiles; sizes that are not a multiple of `pipe.size_multiple` are padded and cropped back.
             num_inference_steps (`int`, defaults to 50): denoising steps (before `strength`).
             guidance_scale (`float`, defaults to 2.0):
@@ -402,7 +406,9 @@ class VideoDeblurPipeline(DiffusionPipeline):
             tile_size (`int`, *optional*):
                 Spatial tile side in pixels (a multiple of `pipe.size_multiple`); defaults to the UNet's training
                 size (`unet.config.sample_size` latents), or no tiling when that is unset.
-            tile_overlap (`int`, *optional*): pixels shared by neighbouring tiles; defaults to a quarter tile.
+            tile_overlap (`int`, *optional*):
+                Pixels shared by neighbouring tiles, in [0, tile size); rounded down to a multiple of
+                `pipe.vae_scale_factor`. Defaults to a quarter tile.
             eta (`float`, defaults to 0.0): DDIM's eta.
             generator (`torch.Generator`, *optional*): makes the run deterministic.
             output_type (`str`, defaults to `"pil"`): `"pil"`, `"np"`, `"pt"` or `"latent"`.

@@ -101,6 +101,11 @@ def bad_input_cases(tmp_path, clip_mp4, model_dir):
             "expected a number in (0, 1], got '1.5'",
         ),
         "output is input": ([clip_mp4, "-o", clip_mp4, "--model", model_dir], "input"),
+        "unwritable format": ([clip_mp4, "-o", tmp_path / "o.gif", "--model", model_dir], "'.gif' videos"),
+        "not a device": (
+            [clip_mp4, "-o", tmp_path / "o.mp4", "--model", model_dir, "--device", "nosuch"],
+            "--device 'nosuch' is not a device",
+        ),
     }
 
 
@@ -116,6 +121,8 @@ def bad_input_cases(tmp_path, clip_mp4, model_dir):
         "negative strength",
         "strength above 1",
         "output is input",
+        "unwritable format",
+        "not a device",
     ],
 )
 def test_bad_input_gets_one_clear_line_and_no_output(case, tmp_path, clip_mp4, model_dir):
@@ -131,3 +138,39 @@ def test_bad_input_gets_one_clear_line_and_no_output(case, tmp_path, clip_mp4, m
     lines = [line for line in result.stderr.splitlines() if line.strip() and "Warning" not in line]
     assert expected in lines[-1], result.stderr
     assert sorted(os.listdir(tmp_path)) == before  # no output file, no leftovers
+
+
+def test_an_output_that_holds_the_input_is_refused_and_nothing_is_lost(model_dir, tmp_path):
+    """`-o` naming a folder above the input must not replace it, even with --overwrite (it would delete the input
+    and everything beside it); a folder output gets PNGs whatever the input frames were."""
+    work = tmp_path / "work"
+    frames_dir = work / "in"
+    frames_dir.mkdir(parents=True)
+    for i in range(3):
+        PIL.Image.new("RGB", (20, 16), (40 * i, 80, 120)).save(frames_dir / f"{i}.jpg", quality=95)
+    (work / "notes.txt").write_text("mine")
+    before = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*"))
+    link = tmp_path / "link"
+    link.symlink_to(work)
+    for target in (work, link, frames_dir / ".."):
+        result = video_deblur(
+            "run", frames_dir, "-o", target, "--model", model_dir, "--steps", "1", "--overwrite", check=False
+        )
+        assert result.returncode != 0 and "holds the input" in result.stderr, result.stderr
+        assert "Traceback" not in result.stderr
+    link.unlink()
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == before
+    assert (work / "notes.txt").read_text() == "mine"
+    out = tmp_path / "out"
+    video_deblur("run", frames_dir, "-o", out, "--model", model_dir, "--steps", "1", "--guidance-scale", "1")
+    assert sorted(os.listdir(out)) == ["0.png", "1.png", "2.png"]
+    assert PIL.Image.open(out / "1.png").format == "PNG"
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without CUDA")
+def test_an_absent_device_is_named_before_any_weights_load(model_dir, clip_mp4, tmp_path):
+    result = video_deblur(
+        "run", clip_mp4, "-o", tmp_path / "o.mp4", "--model", model_dir, "--device", "cuda:0", check=False
+    )
+    assert result.returncode != 0 and "--device 'cuda:0' is not available on this machine" in result.stderr
+    assert not list(tmp_path.iterdir())

@@ -73,12 +73,13 @@ def test_inputs_of_every_kind_agree():
     as_uint8 = (video.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
     from_tensor = run(pipe, torch.from_numpy(as_uint8).permute(0, 3, 1, 2).float() / 255)
     from_uint8 = run(pipe, as_uint8)
+    from_uint8_tensor = run(pipe, torch.from_numpy(as_uint8).permute(0, 3, 1, 2))
     from_float = run(pipe, as_uint8.astype(np.float32) / 255)
     import PIL.Image
 
     from_pil = run(pipe, [PIL.Image.fromarray(f) for f in as_uint8])
     from_rgba = run(pipe, [PIL.Image.fromarray(f).convert("RGBA") for f in as_uint8])
-    for other in (from_uint8, from_float, from_pil, from_rgba):
+    for other in (from_uint8, from_uint8_tensor, from_float, from_pil, from_rgba):
         np.testing.assert_allclose(from_tensor, other, atol=1e-6)
     grey = run(pipe, [PIL.Image.fromarray(f).convert("L") for f in as_uint8])
     assert grey.shape == from_tensor.shape
@@ -158,6 +159,8 @@ def test_residual_mode_adds_the_blurred_latents_back():
         (dict(num_frames=0), "num_frames"),
         (dict(frame_overlap=16), "frame_overlap"),
         (dict(tile_size=30), "tile_size"),
+        (dict(tile_overlap=-8), r"`tile_overlap` must be in .*got -8"),
+        (dict(tile_size=16, tile_overlap=16), r"\[0, tile_size=16\) pixels, got 16"),
         (dict(output_type="gif"), "output_type"),
         (dict(num_inference_steps=2, strength=0.1), "no denoising step"),
     ],
@@ -166,6 +169,15 @@ def test_bad_options_are_refused_with_the_value(kwargs, match):
     pipe = tiny_pipeline()
     with pytest.raises(ValueError, match=match):
         pipe(tiny_video(), **{"num_inference_steps": 2, **kwargs})
+
+
+def test_tile_overlap_is_checked_against_the_default_tile():
+    """Without `tile_size`, the overlap must still fit the model's default tile (no silent clamp)."""
+    pipe = tiny_pipeline()
+    pipe.unet.register_to_config(sample_size=8)  # a default tile of 16 pixels
+    assert pipe.default_tile_size == 16
+    with pytest.raises(ValueError, match=r"\[0, tile_size=16\) pixels, got 500"):
+        pipe(tiny_video(), num_inference_steps=1, tile_overlap=500)
 
 
 @pytest.mark.parametrize(

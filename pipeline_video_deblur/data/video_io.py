@@ -140,7 +140,7 @@ def _read_video_file(path: Path) -> VideoClip:
                 raise ValueError(f"Video file {str(path)!r} has no video stream")
             stream = container.streams.video[0]
             rate = stream.average_rate or stream.guessed_rate or stream.base_rate
-            frames = [frame.to_ndarray(format="rgb24") for frame in container.decode(stream)]
+            frames = [_upright(frame) for frame in container.decode(stream)]
     except av.FFmpegError as error:
         raise ValueError(f"Cannot decode video file {str(path)!r} (corrupt or not a video): {error}") from error
     if not frames:
@@ -148,6 +148,14 @@ def _read_video_file(path: Path) -> VideoClip:
     fps = float(rate) if rate else DEFAULT_FOLDER_FPS
     names = [f"frame_{i:05d}.png" for i in range(len(frames))]
     return VideoClip(frames=np.stack(frames).astype(np.uint8, copy=False), names=names, fps=fps)
+
+
+def _upright(frame) -> np.ndarray:
+    """The frame as it is meant to be shown: phones store portrait clips as landscape frames plus a display
+    rotation (the container's display matrix), which a player applies and the decoder does not."""
+    array = frame.to_ndarray(format="rgb24")
+    turns = round(getattr(frame, "rotation", 0) / 90) % 4  # PyAV's angle is counterclockwise, as np.rot90's
+    return np.ascontiguousarray(np.rot90(array, k=turns)) if turns else array
 
 
 def _as_uint8_frames(frames: np.ndarray | Sequence) -> np.ndarray:
@@ -181,6 +189,40 @@ def _exists(path: Path) -> bool:
     return path.exists()
 
 
+def check_writable_output(path: str | os.PathLike, overwrite: bool = False) -> None:
+    """Raise the error `write_video(..., path, overwrite=overwrite)` would raise about `path` itself, before any
+    work is done: a video format that cannot be written, an existing output without `overwrite`, a folder output
+    whose existing folder holds more than frames (replacing it would delete them), a file where a folder is
+    wanted or the reverse, or a parent that is not a writable folder.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    video = suffix in VIDEO_EXTENSIONS
+    if video and suffix not in WRITE_VIDEO_EXTENSIONS:
+        raise ValueError(f"Cannot write {suffix!r} videos; use one of {', '.join(WRITE_VIDEO_EXTENSIONS)}: {path}")
+    if _exists(path):
+        if not overwrite:
+            raise FileExistsError(f"Output already exists: {str(path)!r} (pass overwrite=True to replace it)")
+        if video and path.is_dir():
+            raise ValueError(f"Output {str(path)!r} is a folder; a video output replaces only a file")
+        if not video and not path.is_dir():
+            raise ValueError(f"Output {str(path)!r} is a file; a frame-folder output replaces only a folder")
+        if not video:
+            others = sorted(p.name for p in path.iterdir() if p.is_dir() or p.suffix.lower() not in IMAGE_EXTENSIONS)
+            if others:
+                raise ValueError(
+                    f"Output folder {str(path)!r} holds more than image frames ({', '.join(others[:3])}"
+                    f"{', ...' if len(others) > 3 else ''}); replacing it would delete them, choose another path"
+                )
+    parent = path.absolute().parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ValueError(f"Cannot write {str(path)!r}: {str(parent)!r} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ValueError(f"Cannot write {str(path)!r}: the folder {str(parent)!r} is not writable")
+
+
 def write_video(
     frames: np.ndarray | Sequence,
     path: str | os.PathLike,
@@ -205,14 +247,14 @@ def write_video(
 
     Raises:
         FileExistsError: ``path`` exists and ``overwrite`` is false.
-        ValueError: bad frames, names or fps.
+        ValueError: bad frames, names or fps, or a ``path`` that cannot be written (see `check_writable_output`:
+            an existing folder is replaced only when it holds image frames alone).
     """
     path = Path(path)
     array = _as_uint8_frames(frames)
     if not fps > 0:
         raise ValueError(f"fps must be positive, got {fps}")
-    if _exists(path) and not overwrite:
-        raise FileExistsError(f"Output already exists: {str(path)!r} (pass overwrite=True to replace it)")
+    check_writable_output(path, overwrite=overwrite)
     path.parent.mkdir(parents=True, exist_ok=True)
     suffix = path.suffix.lower()
     if suffix in WRITE_VIDEO_EXTENSIONS:
@@ -224,8 +266,6 @@ def write_video(
             if tmp.exists():
                 tmp.unlink()
         return
-    if suffix in VIDEO_EXTENSIONS:
-        raise ValueError(f"Cannot write {suffix!r} videos; use one of {', '.join(WRITE_VIDEO_EXTENSIONS)}: {path}")
     _write_folder(array, path, names)
 
 

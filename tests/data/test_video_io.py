@@ -1,5 +1,7 @@
 """Video I/O: real video files made by PyAV, folders of frames in odd modes, and every error path."""
 
+import os
+import struct
 from fractions import Fraction
 
 import av
@@ -7,7 +9,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline_video_deblur.data.video_io import VideoClip, is_video_file, read_video, write_video
+from pipeline_video_deblur.data.video_io import (
+    VideoClip,
+    check_writable_output,
+    is_video_file,
+    read_video,
+    write_video,
+)
 
 
 def _frames(count: int, height: int, width: int) -> np.ndarray:
@@ -118,6 +126,75 @@ def test_write_folder_names_overwrite_and_inputs(tmp_path):
     write_video(frames[:2], video, overwrite=True)
     assert len(read_video(video)) == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4", "float", "out"]  # nothing temporary left
+
+
+def _set_display_matrix(path, matrix):
+    """Write a track display matrix into an mp4's `tkhd` box, as a phone does for a portrait clip."""
+    data = bytearray(path.read_bytes())
+    at = data.find(b"tkhd")
+    assert at > 0 and data[at + 4] == 0  # a version 0 box: the matrix sits 40 bytes after the box type
+    start = at + 4 + 40
+    assert struct.unpack(">9i", data[start : start + 36]) == (65536, 0, 0, 0, 65536, 0, 0, 0, 1 << 30)
+    data[start : start + 36] = struct.pack(">9i", *matrix)
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize(
+    ("matrix", "turns"),
+    [
+        ((0, 65536, 0, -65536, 0, 0, 0, 0, 1 << 30), -1),  # a portrait phone clip: shown turned 90 deg clockwise
+        ((0, -65536, 0, 65536, 0, 0, 0, 0, 1 << 30), 1),  # shown turned 90 deg counterclockwise
+        ((-65536, 0, 0, 0, -65536, 0, 0, 0, 1 << 30), 2),  # upside down
+    ],
+)
+def test_a_rotated_clip_is_read_the_way_players_show_it(tmp_path, matrix, turns):
+    frames = _frames(3, 16, 32)
+    frames[:, :8, :8] = 255  # a white corner: top left as stored
+    path = tmp_path / "phone.mp4"
+    write_video(frames, path, fps=30.0)
+    _set_display_matrix(path, matrix)
+    with av.open(str(path)) as container:
+        assert (next(container.decode(video=0)).rotation - 90 * turns) % 360 == 0  # FFmpeg sees the rotation
+    clip = read_video(path)
+    upright = np.rot90(frames, k=turns, axes=(1, 2))
+    assert clip.frames.shape == upright.shape
+    assert np.abs(clip.frames.astype(int) - upright.astype(int)).mean() < 3.0
+    assert clip.frames.flags["C_CONTIGUOUS"]
+
+
+def test_an_output_that_cannot_be_written_fails_before_any_work(tmp_path):
+    frames = _frames(2, 8, 10)
+    with pytest.raises(ValueError, match=r"'\.gif' videos.*\.mp4"):
+        check_writable_output(tmp_path / "out.gif")
+    blocker = tmp_path / "a_file"
+    blocker.write_text("keep")
+    with pytest.raises(ValueError, match="a_file.*is a file"):
+        check_writable_output(blocker / "sub" / "out.mp4")
+    folder = tmp_path / "folder.mp4"
+    folder.mkdir()
+    (folder / "x.png").write_bytes(b"")
+    with pytest.raises(ValueError, match="is a folder"):
+        write_video(frames, folder, overwrite=True)
+    with pytest.raises(ValueError, match="is a file"):
+        write_video(frames, blocker, overwrite=True)
+    assert blocker.read_text() == "keep"
+    if os.geteuid() != 0:  # root writes anywhere
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o500)
+        with pytest.raises(ValueError, match="not writable"):
+            check_writable_output(locked / "out.mp4")
+
+
+def test_overwrite_replaces_a_folder_of_frames_only(tmp_path):
+    """A folder that holds anything but image frames is not replaced: that would delete the rest."""
+    frames = _frames(2, 8, 10)
+    out = tmp_path / "out"
+    write_video(frames, out)
+    (out / "notes.txt").write_text("mine")
+    (out / "inner").mkdir()
+    with pytest.raises(ValueError, match=r"holds more than image frames \(inner, notes.txt\)"):
+        write_video(frames[:1], out, overwrite=True)
+    assert (out / "notes.txt").read_text() == "mine" and len(read_video(out)) == 2
 
 
 def test_is_video_file():
