@@ -825,7 +825,11 @@ def train(t: Trainer) -> None:
     micro_step = 0
     step_start = time.perf_counter()
     while global_step < args.max_train_steps:
+        # accelerate's prepared loader sets its sampler's epoch to its own pass count when iterated, and a resumed
+        # process counts from 0: set the loader's count (which also sets the sampler) or epoch 0 is replayed.
         t.sampler.set_epoch(epoch)
+        if hasattr(t.dataloader, "set_epoch"):
+            t.dataloader.set_epoch(epoch)
         loader = t.dataloader
         if epoch == first_epoch and skip_batches:
             loader = accelerator.skip_first_batches(t.dataloader, skip_batches)
