@@ -128,6 +128,12 @@ def read_results(path: str | os.PathLike) -> dict:
         raise ValueError(f"--results {str(path)!r} is not valid JSON: {error}") from error
     if not isinstance(results, dict) or not isinstance(results.get("summary"), dict):
         raise ValueError(f"--results {str(path)!r} is not a `video-deblur eval` results file (no 'summary' object)")
+    baseline = _settings(results).get("baseline")
+    if baseline:
+        raise ValueError(
+            f"--results {str(path)!r} scores the {baseline!r} baseline, not a model (`video-deblur eval --baseline`); "
+            "expected the results of `video-deblur eval --model FOLDER`"
+        )
     return results
 
 
@@ -231,7 +237,7 @@ def _metric_cell(row: dict | None, key: str) -> str:
         return value.strip().lower()
     if value is None:
         return "not computed"
-    return _cell(value)
+    return _cell(_public_setting(value))  # "not computed: <reason>" may name a local path
 
 
 def _settings(results: dict | None) -> dict:
@@ -261,19 +267,30 @@ def _call_options(results: dict | None) -> dict[str, Any]:
 PRIVATE_SETTINGS = ("root",)
 
 
+# An absolute POSIX or Windows path inside a string: everything up to its last separator is local to the machine.
+_LOCAL_PATH = re.compile(r"(?<![\w.:/\\])(?:/|[A-Za-z]:[\\/])(?:[^\s/\\'\"`]+[/\\])+")
+
+
 def _public_setting(value: Any) -> Any:
-    if isinstance(value, str) and os.path.isabs(value):
-        return f".../{Path(value).name}"  # a local path says nothing to a reader and exposes the machine
+    """`value` with every absolute path cut to `.../name`, in strings, lists and dicts alike: a local path says
+    nothing to a reader and exposes the machine (user names, folder layout)."""
+    if isinstance(value, str):
+        return _LOCAL_PATH.sub(".../", value)
+    if isinstance(value, list):
+        return [_public_setting(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _public_setting(v) for k, v in value.items()}
     return value
 
 
 def public_results(results: dict) -> dict:
-    """results.json as published: the same scores, without machine-local settings (see `PRIVATE_SETTINGS`)."""
+    """results.json as published: the same scores, without machine-local settings (see `PRIVATE_SETTINGS`) and
+    with every absolute path (figure files, the reason LPIPS was not computed, ...) cut to its file name."""
     published = dict(results)
     settings = _settings(results)
     if settings:
-        published["settings"] = {k: _public_setting(v) for k, v in settings.items() if k not in PRIVATE_SETTINGS}
-    return published
+        published["settings"] = {k: v for k, v in settings.items() if k not in PRIVATE_SETTINGS}
+    return _public_setting(published)
 
 
 def _evaluation_section(results: dict | None, results_name: str | None) -> list[str]:

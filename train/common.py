@@ -717,12 +717,15 @@ def prepare_training(args: argparse.Namespace, accelerator, model, params: list[
     Returns `(model, optimizer, dataloader, lr_scheduler, ema, noise_rng)`; `ema` is None without `--use_ema`.
     """
     optimizer, lr_scheduler = make_optimizer(args, params, accelerator)
-    model, optimizer, dataloader, lr_scheduler = accelerator.prepare(model, optimizer, dataloader, lr_scheduler)
     ema = None
     if args.use_ema:
         from diffusers.training_utils import EMAModel
 
+        # Before `prepare`, while the trained weights are float32: DeepSpeed's bf16 casts the module in place,
+        # and a bf16 shadow would round away the EMA's small updates.
         ema = EMAModel(params, decay=args.ema_decay)
+    model, optimizer, dataloader, lr_scheduler = accelerator.prepare(model, optimizer, dataloader, lr_scheduler)
+    if ema is not None:
         ema.to(accelerator.device)
     noise_rng = NoiseRNG(accelerator.device, args.seed, accelerator.process_index)
     return model, optimizer, dataloader, lr_scheduler, ema, noise_rng

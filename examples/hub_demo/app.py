@@ -112,6 +112,9 @@ def deblur(video_path: str | None, steps: int, strength: float, seed: int, progr
     started = time.perf_counter()
     if not video_path:
         raise gr.Error("Upload a video or pick the sample first.")
+    for name, value in (("Steps", steps), ("Strength", strength), ("Seed", seed)):
+        if value is None:  # a cleared number box
+            raise gr.Error(f"{name} is empty: enter a number.")
     steps, seed = int(steps), int(seed)
     if not 0 < strength <= 1:
         raise gr.Error(f"Strength must be in (0, 1], got {strength}.")
@@ -153,7 +156,10 @@ def deblur(video_path: str | None, steps: int, strength: float, seed: int, progr
     progress(0.99, desc="Writing the video")
     out_dir = Path(tempfile.mkdtemp(prefix="video-deblur-demo-"))
     out_path = out_dir / "deblurred.mp4"
-    write_video(sharp, out_path, fps=clip.fps)
+    # Browsers play H.264 in 4:2:0 only, which needs even sides: an odd side gets its last row / column repeated
+    # (write_video would keep the odd size in 4:4:4, which players read but browsers do not).
+    height, width = sharp.shape[1:3]
+    write_video(np.pad(sharp, ((0, 0), (0, height % 2), (0, width % 2), (0, 0)), mode="edge"), out_path, fps=clip.fps)
     middle = len(sharp) // 2
     image = comparison(clip.frames[middle], sharp[middle])
     elapsed = time.perf_counter() - started

@@ -334,6 +334,10 @@ def run_eval(args: argparse.Namespace) -> int:
         value = getattr(args, name, None)
         if value is not None and value < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+    if Path(args.out).suffix.lower() == ".csv":
+        raise ValueError(
+            f"--out {args.out!r} ends in .csv; expected the JSON path (results.json): the CSV is written beside it"
+        )
     device = args.device
     if device is None:
         import torch

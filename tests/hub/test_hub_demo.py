@@ -66,6 +66,28 @@ def test_clear_errors(app, tmp_path):
         app.deblur(str(garbage), 2, 1.0, 0, progress=noop)
     with pytest.raises(gr.Error, match="leave no denoising step"):
         app.deblur(str(garbage), 1, 0.3, 0, progress=noop)
+    with pytest.raises(gr.Error, match="Seed is empty"):  # a cleared number box gives None
+        app.deblur(str(garbage), 2, 1.0, None, progress=noop)
+
+
+def test_an_odd_sized_clip_comes_back_in_a_format_browsers_play(app, tmp_path):
+    """H.264 in browsers is 4:2:0 only, which needs even sides: the demo repeats the last row instead of writing
+    the odd size in 4:4:4 (which a browser shows as a blank player)."""
+    import av
+    import numpy as np
+
+    from pipeline_video_deblur.data import write_video
+
+    rng = np.random.default_rng(0)
+    odd = tmp_path / "odd.mkv"
+    write_video(rng.integers(0, 255, (4, 21, 30, 3), dtype=np.uint8), odd, fps=12)
+    video_path, _, timing = app.deblur(str(odd), 2, 1.0, 0, progress=lambda *a, **k: None)
+    assert "4 frames of 30x21" in timing
+    with av.open(video_path) as container:
+        stream = container.streams.video[0]
+        assert (stream.codec_context.pix_fmt, stream.width, stream.height) == ("yuv420p", 30, 22)
+    frames = read_video(video_path).frames
+    assert np.abs(frames[:, 21].astype(int) - frames[:, 20].astype(int)).mean() < 3  # the repeated last row
 
 
 def test_limits(monkeypatch, tiny_folder, tmp_path):

@@ -42,7 +42,11 @@ def results_file(tmp_path) -> Path:
         "guidance_scale": 2.0,
         "strength": 1.0,
         "seed": 0,
+        "lpips_status": f"not computed: AlexNet backbone weights not found at {tmp_path}/private/cache/alexnet.pth",
     }
+    # Local paths where eval writes them: the figure files, and the reason LPIPS was not computed.
+    results["figures"] = [str(tmp_path / "private" / "figures" / "seq_a.png")]
+    results["summary"]["lpips"] = results["settings"]["lpips_status"]
     path = tmp_path / "results.json"
     path.write_text(json.dumps(_jsonable(results), indent=2))
     return path
@@ -123,6 +127,12 @@ def test_push_refuses_a_missing_folder_and_bad_results(tmp_path, tiny_folder, ca
     (tmp_path / "results.json").write_text("{not json")
     code, _, err = push(capsys, tiny_folder, "--repo-id", REPO_ID, "--dry-run", "--results", tmp_path / "results.json")
     assert code == 1 and "not valid JSON" in err
+    # A baseline's scores are not the model's: eval --baseline results are refused, not shown as "this model".
+    (tmp_path / "unsharp.json").write_text(
+        json.dumps({"summary": {"psnr": 25.0}, "settings": {"baseline": "unsharp"}})
+    )
+    code, _, err = push(capsys, tiny_folder, "--repo-id", REPO_ID, "--dry-run", "--results", tmp_path / "unsharp.json")
+    assert code == 1 and "scores the 'unsharp' baseline, not a model" in err
 
 
 def test_dry_run_prints_files_sizes_and_card(tiny_folder, capsys, no_upload):
@@ -186,14 +196,18 @@ def test_card_carries_training_records_and_the_evaluation(tiny_copy, tmp_path, r
     summary, baseline = results["summary"], results["input_summary"]
     assert f"| PSNR (dB) | {summary['psnr']:.2f} | {baseline['psnr']:.2f} | higher is better |" in card.text
     assert f"| SSIM | {summary['ssim']:.4f} | {baseline['ssim']:.4f} |" in card.text
-    assert "| LPIPS (AlexNet) | not computed: --lpips not requested |" in card.text
+    assert "| LPIPS (AlexNet) | not computed: AlexNet backbone weights not found at .../alexnet.pth |" in card.text
     assert "synthetic" in card.text and "not comparable" in card.text
     assert "| seq_a | 4 |" in card.text
     # Machine-local paths stay home, in the card and in the published results.json.
     assert str(tmp_path) not in card.text
     published = json.loads((target / "results.json").read_text())
     assert "root" not in published["settings"] and str(tmp_path) not in json.dumps(published)
-    assert published["summary"] == summary and published["videos"] == results["videos"]
+    assert published["videos"] == results["videos"] and published["figures"] == [".../seq_a.png"]
+    assert published["summary"] == {
+        **summary,
+        "lpips": "not computed: AlexNet backbone weights not found at .../alexnet.pth",
+    }
     # Pushing the staged folder again takes back the folder's card, not the whole generated card.
     from pipeline_video_deblur.hub import source_card
 

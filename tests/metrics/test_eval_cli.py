@@ -124,6 +124,10 @@ def test_eval_in_process_unsharp_and_errors(tmp_path, capsys):
         run_eval(_args(root=str(tmp_path), baseline=None, model=str(tmp_path / "no_model"), out=str(out)))
     with pytest.raises(ValueError, match="max-frames"):
         run_eval(_args(root=str(tmp_path), max_frames=0, out=str(out)))
+    # The CSV goes beside the JSON under the same stem: a .csv --out would have the CSV overwrite the JSON.
+    with pytest.raises(ValueError, match=r"--out '.*r\.csv' ends in \.csv; expected the JSON path"):
+        run_eval(_args(root=str(tmp_path), baseline="unsharp", out=str(tmp_path / "r.csv")))
+    assert not (tmp_path / "r.csv").exists()
 
 
 @pytest.mark.parametrize(
