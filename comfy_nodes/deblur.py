@@ -141,7 +141,8 @@ class VideoDeblur:
         runtime.check_interrupt()
 
         generator = torch.Generator(device="cpu").manual_seed(int(seed))
-        runtime.move_to_run_device(pipeline)
+        memory = runtime.run_memory(pipe, len(video), height, width, int(num_frames), int(tile_size) or None)
+        runtime.move_to_run_device(pipeline, memory)
         try:
             output = pipe(
                 video,

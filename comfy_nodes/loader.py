@@ -17,7 +17,7 @@ def resolve_model(model: str) -> str:
     """`"default"`, an existing pipeline folder (made absolute), or a Hub id; anything else is a `ValueError`.
 
     A relative folder is looked up from the working directory, then, inside ComfyUI, under
-    `ComfyUI/models/video_deblur/`.
+    `ComfyUI/models/video_deblur/` and the `video_deblur:` folders of `extra_model_paths.yaml`.
     """
     name = model.strip() if isinstance(model, str) else model
     if not isinstance(name, str) or not name:
@@ -26,9 +26,8 @@ def resolve_model(model: str) -> str:
         return name
     path = os.path.expanduser(name)
     candidates = [os.path.abspath(path)]
-    models_dir = runtime.comfy_models_dir()
-    if models_dir is not None and not os.path.isabs(path):
-        candidates.append(os.path.join(models_dir, "video_deblur", path))
+    if not os.path.isabs(path):
+        candidates += [os.path.join(folder, path) for folder in runtime.comfy_model_folders()]
     for folder in candidates:
         if os.path.isdir(folder):
             if not os.path.isfile(os.path.join(folder, "model_index.json")):

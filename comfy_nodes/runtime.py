@@ -63,12 +63,37 @@ def progress_bar_class():
         return None
 
 
+MODEL_FOLDER = "video_deblur"
+
+
 def comfy_models_dir() -> str | None:
     """ComfyUI's `models/` folder, `None` outside ComfyUI."""
     try:
         return importlib.import_module("folder_paths").models_dir
     except (ImportError, AttributeError):
         return None
+
+
+def register_model_folder() -> None:
+    """Make `models/video_deblur/` ComfyUI's default folder for pipelines, beside any `video_deblur:` entries of
+    `extra_model_paths.yaml` (ComfyUI reads those before it loads custom nodes); nothing outside ComfyUI."""
+    models_dir = comfy_models_dir()
+    if models_dir is not None:
+        folder_paths = importlib.import_module("folder_paths")
+        folder_paths.add_model_folder_path(MODEL_FOLDER, os.path.join(models_dir, MODEL_FOLDER), is_default=True)
+
+
+def comfy_model_folders() -> list[str]:
+    """Every folder ComfyUI keeps pipelines in (`models/video_deblur/` and those of `extra_model_paths.yaml`);
+    [] outside ComfyUI."""
+    models_dir = comfy_models_dir()
+    if models_dir is None:
+        return []
+    folder_paths = importlib.import_module("folder_paths")
+    try:
+        return list(folder_paths.get_folder_paths(MODEL_FOLDER))
+    except (AttributeError, KeyError):
+        return [os.path.join(models_dir, MODEL_FOLDER)]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -104,6 +129,10 @@ def resolve_device(name: str) -> tuple[torch.device, torch.device]:
         }.get(device.type, False)
         if not available:
             raise ValueError(f"`device` {name!r} is not available on this machine; use 'auto' or 'cpu'")
+        if device.type == "cuda" and device.index is None:
+            # ComfyUI's models sit on cuda:N, and its model manager frees only models whose device equals the
+            # one asked for: torch.device("cuda") != torch.device("cuda:0").
+            device = torch.device("cuda", torch.cuda.current_device())
     if device.type == "cpu" or mm is None:
         return device, device
     return device, torch.device(mm.unet_offload_device())
@@ -141,15 +170,34 @@ class LoadedPipeline:
     model: str
 
 
-def move_to_run_device(loaded: LoadedPipeline) -> None:
-    """Make room through ComfyUI's model manager (it unloads its own models as needed), then move the weights."""
+def run_memory(pipe, frames: int, height: int, width: int, num_frames: int, tile_size: int | None) -> int:
+    """Bytes a run needs on its device, roughly: the weights, the VAE's largest activations (a chunk of 8
+    full-size frames at its widest full-resolution layer, a few tensors of it alive at once) and the UNet's for one
+    window x tile (CFG doubles the batch; skip connections keep several feature maps). ComfyUI unloads its own
+    models until this much is free: too high unloads more than needed, too low runs out of memory."""
+    modules = [m for m in pipe.components.values() if isinstance(m, torch.nn.Module)]
+    weights = sum(p.numel() * p.element_size() for m in modules for p in m.parameters())
+    element = torch.tensor([], dtype=pipe.unet.dtype).element_size()
+    vae_channels = (getattr(pipe.vae.config, "block_out_channels", None) or [64])[0]
+    vae = min(8, frames) * height * width * vae_channels * element * 4
+    tile = tile_size or pipe.default_tile_size or max(height, width)
+    factor = pipe.vae_scale_factor
+    latents = -(-min(tile, height) // factor) * -(-min(tile, width) // factor)
+    unet = 2 * min(num_frames, frames) * latents * max(pipe.unet.config.block_out_channels) * element * 16
+    return int(weights + vae + unet)
+
+
+def move_to_run_device(loaded: LoadedPipeline, memory: int | None = None) -> None:
+    """Make room through ComfyUI's model manager (it unloads its own models until `memory` bytes, see
+    `run_memory`, plus its own reserve for one inference are free), then move the weights."""
     pipe = loaded.pipeline
     mm = model_management()
     if mm is not None and loaded.device.type != "cpu":
-        modules = [m for m in pipe.components.values() if isinstance(m, torch.nn.Module)]
-        weights = sum(p.numel() * p.element_size() for m in modules for p in m.parameters())
-        # The weights plus as much again for a window's activations: a rough figure, ComfyUI only frees to it.
-        mm.free_memory(2 * weights, loaded.device)
+        if memory is None:
+            modules = [m for m in pipe.components.values() if isinstance(m, torch.nn.Module)]
+            memory = 2 * sum(p.numel() * p.element_size() for m in modules for p in m.parameters())
+        reserve = mm.minimum_inference_memory() if hasattr(mm, "minimum_inference_memory") else 0
+        mm.free_memory(memory + reserve, loaded.device)
     pipe.to(loaded.device)
 
 

@@ -96,7 +96,11 @@ def photos_in_folder(folder: str | os.PathLike) -> tuple[str, ...]:
     expected = f"a folder of stills ({', '.join(PHOTO_EXTENSIONS)})"
     if not path.is_dir():
         raise ValueError(f"photos folder {str(folder)!r} is not a directory; expected {expected}")
-    files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in PHOTO_EXTENSIONS)
+    files = sorted(  # hidden files are not stills: macOS ._ copies, a `leaves` run's interrupted temporary files
+        p
+        for p in path.iterdir()
+        if p.is_file() and p.suffix.lower() in PHOTO_EXTENSIONS and not p.name.startswith(".")
+    )
     if not files:
         raise ValueError(f"photos folder {str(folder)!r} holds no stills; expected {expected}")
     for file in files:

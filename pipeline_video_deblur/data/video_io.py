@@ -62,9 +62,14 @@ def natural_sort_key(name: str) -> list:
 
 
 def list_frame_files(folder: str | os.PathLike) -> list[Path]:
-    """The image files of ``folder`` (extensions in ``IMAGE_EXTENSIONS``) in natural order; others are ignored."""
+    """The image files of ``folder`` (extensions in ``IMAGE_EXTENSIONS``) in natural order; others are ignored, and
+    so are hidden files (macOS's ``._0001.png`` copies on exFAT or network shares, interrupted temporary files)."""
     folder = Path(folder)
-    files = [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS]
+    files = [
+        p
+        for p in folder.iterdir()
+        if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")
+    ]
     return sorted(files, key=lambda p: natural_sort_key(p.name))
 
 

@@ -111,6 +111,7 @@ def install_comfy(monkeypatch, interrupt_after_updates: int | None = None) -> ty
     mm.free_memory = lambda memory_required, device, keep_loaded=(): seen.freed.append((memory_required, device))
     mm.should_use_bf16 = lambda device=None, **kwargs: False
     mm.should_use_fp16 = lambda device=None, **kwargs: False
+    mm.minimum_inference_memory = lambda: 800 * 2**20
     utils = types.ModuleType("comfy.utils")
     utils.ProgressBar = ProgressBar
     comfy = types.ModuleType("comfy")
@@ -246,6 +247,59 @@ def test_loader_follows_comfyui_devices(nodes, saved_pipeline, monkeypatch):
     (pipeline,) = loader.load(str(saved_pipeline), "auto", "auto")
     assert pipeline.device == pipeline.offload_device == torch.device("cpu")
     assert pipeline.pipeline.unet.dtype == torch.float32
+
+
+def test_a_bare_cuda_choice_names_the_device_comfyui_frees_on(nodes, monkeypatch):
+    """ComfyUI's models sit on cuda:N and `free_memory` compares devices with ==; 'cuda' must become cuda:N."""
+    install_comfy(monkeypatch)
+    runtime = importlib.import_module(nodes.__name__ + ".comfy_nodes.runtime")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # no GPU here: only the naming is checked
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 1)
+    assert runtime.resolve_device("cuda")[0] == torch.device("cuda", 1)
+    assert runtime.resolve_device("cuda:0")[0] == torch.device("cuda", 0)
+
+
+def test_the_memory_asked_of_comfyui_covers_weights_vae_and_a_window(nodes, loaded, monkeypatch):
+    runtime = importlib.import_module(nodes.__name__ + ".comfy_nodes.runtime")
+    pipe = loaded.pipeline
+    weights = sum(p.numel() * p.element_size() for m in pipe.components.values() if isinstance(m, torch.nn.Module)
+                  for p in m.parameters())  # fmt: skip
+    small = runtime.run_memory(pipe, frames=16, height=64, width=64, num_frames=16, tile_size=None)
+    large = runtime.run_memory(pipe, frames=16, height=720, width=1280, num_frames=16, tile_size=None)
+    assert weights < small < large
+    assert large - weights > 8 * 720 * 1280 * 4  # at least one float32 plane per frame of the VAE's chunk
+    # The stand-in model manager is asked for that plus its own reserve for one inference.
+    seen = install_comfy(monkeypatch)
+    meta = runtime.LoadedPipeline(tiny_pipeline(), torch.device("meta"), torch.device("cpu"), "tiny")
+    runtime.move_to_run_device(meta, small)
+    assert seen.freed == [(small + 800 * 2**20, torch.device("meta"))]
+
+
+def test_pipelines_are_found_in_extra_model_paths_folders(nodes, saved_pipeline, monkeypatch, tmp_path):
+    """A stand-in `folder_paths` holding a `video_deblur:` folder from extra_model_paths.yaml, as ComfyUI's
+    utils/extra_config.py adds it (before custom nodes load); the node registers models/video_deblur as default."""
+    install_comfy(monkeypatch)
+    folder_names_and_paths = {}
+
+    def add_model_folder_path(folder_name, full_folder_path, is_default=False):
+        paths, _ = folder_names_and_paths.setdefault(folder_name, ([], set()))
+        if full_folder_path in paths:
+            paths.remove(full_folder_path)
+        paths.insert(0, full_folder_path) if is_default else paths.append(full_folder_path)
+
+    folder_paths = types.ModuleType("folder_paths")
+    folder_paths.models_dir = str(tmp_path / "ComfyUI" / "models")
+    folder_paths.add_model_folder_path = add_model_folder_path
+    folder_paths.get_folder_paths = lambda name: folder_names_and_paths[name][0][:]
+    monkeypatch.setitem(sys.modules, "folder_paths", folder_paths)
+    shared = saved_pipeline.parent
+    add_model_folder_path("video_deblur", str(shared))  # the yaml's entry
+    runtime = importlib.import_module(nodes.__name__ + ".comfy_nodes.runtime")
+    runtime.register_model_folder()
+    assert runtime.comfy_model_folders() == [os.path.join(folder_paths.models_dir, "video_deblur"), str(shared)]
+    monkeypatch.chdir(tmp_path)
+    (pipeline,) = nodes.NODE_CLASS_MAPPINGS["VideoDeblurLoader"]().load(saved_pipeline.name, "float32", "cpu")
+    assert pipeline.model == str(saved_pipeline)
 
 
 # ---------------------------------------------------------------------------------------------------------------

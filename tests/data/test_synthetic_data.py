@@ -18,6 +18,7 @@ from pipeline_video_deblur.data.synthetic import (
     load_photo,
     make_synthetic_dataset,
     parse_size,
+    photos_in_folder,
 )
 
 SIZE = (24, 32)
@@ -212,5 +213,11 @@ def test_own_stills_are_checked(tmp_path):
     with pytest.raises(ValueError, match=r"d_tiny.png' cannot be read as an image"):
         make_synthetic_dataset(tmp_path / "x", split="train", photos_dir=stills, progress=False)
     assert not (tmp_path / "x").exists()  # nothing written on bad input
+    # Hidden files are not stills: a macOS ._ copy, or what a killed `leaves` run left (.leaves_00001.<hex>.tmp.png).
+    (stills / "d_tiny.png").unlink()
+    (stills / "._a.png").write_bytes(b"\x00\x05\x16\x07 AppleDouble")
+    (stills / ".leaves_00001.0123abcd.tmp.png").write_bytes(b"half a png")
+    names = [Path(p).name for p in photos_in_folder(stills)]
+    assert names and not [n for n in names if n.startswith(".")]
     with pytest.raises(ValueError, match="Unknown photo 'nope': not an image file"):
         load_photo("nope")

@@ -71,6 +71,7 @@ def test_folder_of_frames_in_mixed_modes_is_rgb_in_natural_order(tmp_path):
     Image.fromarray(base).convert("P").save(tmp_path / "f1.png")
     Image.fromarray(base).save(tmp_path / "f3.jpg", quality=95)
     (tmp_path / "notes.txt").write_text("not a frame")
+    (tmp_path / "._f1.png").write_bytes(b"\x00\x05\x16\x07 AppleDouble")  # macOS metadata on exFAT: not a frame
     clip = read_video(tmp_path)
     assert clip.names == ["f1.png", "f2.png", "f3.jpg", "f10.png"]
     assert clip.frames.shape == (4, 16, 24, 3) and clip.frames.dtype == np.uint8
