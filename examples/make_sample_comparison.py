@@ -48,15 +48,19 @@ def main() -> None:
     ).frames[0]
     output = (output * 255).round().astype(np.uint8)
     mid = len(blurred) // 2
-    panels = []
+    panels, scores = [], []
     for label, frames in (("blurred input", blurred), ("default model", output), ("sharp reference", sharp)):
         score = np.mean([psnr(f, s) for f, s in zip(frames, sharp)])
+        scores.append(f"{label} {score:.2f} dB")
         image = PIL.Image.fromarray(frames[mid]).resize((frames.shape[2] * 2, frames.shape[1] * 2), PIL.Image.NEAREST)
         text = f"{label}: {score:.2f} dB" if label != "sharp reference" else label
         PIL.ImageDraw.Draw(image).text((4, 4), text, fill=(255, 255, 0))
         panels.append(np.asarray(image))
-    PIL.Image.fromarray(np.concatenate(panels, axis=1)).save(args.out)
+    tmp = f"{args.out}.tmp.png"  # written whole, then renamed: the old figure stays until the new one is complete
+    PIL.Image.fromarray(np.concatenate(panels, axis=1)).save(tmp)
+    os.replace(tmp, args.out)
     print(f"wrote {args.out} ({args.steps} steps, CFG {args.guidance_scale:g}, strength {args.strength:g})")
+    print("PSNR over the clip: " + ", ".join(scores[:2]))
 
 
 if __name__ == "__main__":
