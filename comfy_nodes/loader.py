@@ -51,8 +51,9 @@ class VideoDeblurLoader:
                         "default": "default",
                         "multiline": False,
                         "tooltip": "'default' for the small model shipped with the package (no download), a "
-                        "pipeline folder (absolute, or relative to ComfyUI/models/video_deblur/), or a "
-                        "Hugging Face Hub id such as user/name.",
+                        "pipeline folder (absolute, or relative to ComfyUI/models/video_deblur/ or to a "
+                        "video_deblur: folder of extra_model_paths.yaml), or a Hugging Face Hub id such as "
+                        "user/name.",
                     },
                 ),
                 "dtype": (

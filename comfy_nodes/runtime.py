@@ -80,7 +80,11 @@ def register_model_folder() -> None:
     models_dir = comfy_models_dir()
     if models_dir is not None:
         folder_paths = importlib.import_module("folder_paths")
-        folder_paths.add_model_folder_path(MODEL_FOLDER, os.path.join(models_dir, MODEL_FOLDER), is_default=True)
+        folder = os.path.join(models_dir, MODEL_FOLDER)
+        try:
+            folder_paths.add_model_folder_path(MODEL_FOLDER, folder, is_default=True)
+        except TypeError:  # ComfyUI before September 2024 has no `is_default`
+            folder_paths.add_model_folder_path(MODEL_FOLDER, folder)
 
 
 def comfy_model_folders() -> list[str]:

@@ -56,7 +56,8 @@ def main() -> None:
         text = f"{label}: {score:.2f} dB" if label != "sharp reference" else label
         PIL.ImageDraw.Draw(image).text((4, 4), text, fill=(255, 255, 0))
         panels.append(np.asarray(image))
-    tmp = f"{args.out}.tmp.png"  # written whole, then renamed: the old figure stays until the new one is complete
+    root, extension = os.path.splitext(args.out)
+    tmp = f"{root}.tmp{extension}"  # written whole, then renamed: the old figure stays until the new one is complete
     PIL.Image.fromarray(np.concatenate(panels, axis=1)).save(tmp)
     os.replace(tmp, args.out)
     print(f"wrote {args.out} ({args.steps} steps, CFG {args.guidance_scale:g}, strength {args.strength:g})")

@@ -96,14 +96,22 @@ def check_device(device: str) -> None:
     import torch
 
     try:
-        kind = torch.device(device).type
+        parsed = torch.device(device)
     except (RuntimeError, TypeError) as error:
         raise ValueError(f"--device {device!r} is not a device; expected cpu, cuda, cuda:N or mps") from error
-    available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
-    if kind not in available:
-        raise ValueError(f"--device {device!r} is not supported; expected cpu, cuda, cuda:N or mps")
-    if not available[kind]:
+    if parsed.type == "cpu":
+        return
+    if parsed.type == "mps":
+        backend = torch.backends.mps
+    else:  # cuda, xpu, ...: torch.<type>.is_available() / device_count()
+        backend = getattr(torch, parsed.type, None)
+    if backend is None or not hasattr(backend, "is_available"):
+        return  # a device type torch knows but cannot be asked about here: `.to()` will tell
+    if not backend.is_available():
         raise ValueError(f"--device {device!r} is not available on this machine (torch {torch.__version__}); use cpu")
+    count = backend.device_count() if hasattr(backend, "device_count") else None
+    if parsed.index is not None and count is not None and parsed.index >= count:
+        raise ValueError(f"--device {device!r}: this machine has {count} {parsed.type} device(s), numbered from 0")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -117,26 +125,44 @@ def add_run_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
 
 
+def _within(path: str, folder: str) -> bool:
+    """True when `path` (which need not exist) is `folder` or lies inside it: its existing ancestors are compared
+    with `folder` as files (`samefile`), which holds across symlinks, case-insensitive disks and drives."""
+    if not os.path.isdir(folder):
+        return False
+    current = path
+    while True:
+        if os.path.exists(current) and os.path.samefile(current, folder):
+            return True
+        parent = os.path.dirname(current)
+        if parent == current:
+            return False
+        current = parent
+
+
 def run_run(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
 
     from .data.video_io import check_writable_output, is_video_file, read_video, write_video
 
-    # realpath: a symlink or `..` must not hide that the output is (or holds) the input
+    # realpath: a symlink or `..` must not hide that the output is (or holds) the input; `_within` compares files,
+    # not names, so a case-insensitive disk does not hide it either
     source, target = os.path.realpath(args.input), os.path.realpath(args.output)
     if not os.path.exists(source):
         raise ValueError(f"input {args.input!r} does not exist")
-    if source == target:
+    if os.path.exists(target) and os.path.samefile(source, target):
         raise ValueError(f"output {args.output!r} is the input; choose another path")
-    if os.path.commonpath([source, target]) == target:
+    if _within(source, target):
         raise ValueError(f"output {args.output!r} holds the input {args.input!r}; choose another path")
-    if os.path.isdir(source) and os.path.commonpath([source, target]) == source:
+    if os.path.isdir(source) and _within(target, source):
         raise ValueError(f"output {args.output!r} is inside the input folder {args.input!r}; choose another path")
     if os.path.exists(target) and not args.overwrite:
         raise ValueError(f"output {args.output!r} exists; pass --overwrite to replace it")
-    # before the run, which can take hours: an output that cannot be written fails now
-    check_writable_output(args.output, overwrite=args.overwrite)
+    # before the run, which can take hours: an output that cannot be written, or a device that is not there, fails now
+    check_writable_output(target, overwrite=args.overwrite)
+    if args.device is not None:
+        check_device(args.device)
     if args.frame_overlap is None:
         args.frame_overlap = min(4, args.num_frames // 2)
     if args.frame_overlap >= args.num_frames:

@@ -12,7 +12,9 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import ntpath
 import os
+import posixpath
 import re
 import shutil
 import tempfile
@@ -267,14 +269,22 @@ def _call_options(results: dict | None) -> dict[str, Any]:
 PRIVATE_SETTINGS = ("root",)
 
 
-# An absolute POSIX or Windows path inside a string: everything up to its last separator is local to the machine.
-_LOCAL_PATH = re.compile(r"(?<![\w.:/\\])(?:/|[A-Za-z]:[\\/])(?:[^\s/\\'\"`]+[/\\])+")
+# An absolute POSIX, home (~) or Windows path inside a string: everything up to its last separator is local to
+# the machine. Inside text a path ends at whitespace or a quote; a value that is a whole path is cut by `_local`.
+_LOCAL_PATH = re.compile(r"(?<![\w.:/\\~])(?:/|~[/\\]|[A-Za-z]:[\\/])(?:[^\s/\\'\"`,;]+[/\\])+")
+
+
+def _local(value: str) -> bool:
+    return posixpath.isabs(value) or ntpath.isabs(value) or value.startswith(("~/", "~\\"))
 
 
 def _public_setting(value: Any) -> Any:
     """`value` with every absolute path cut to `.../name`, in strings, lists and dicts alike: a local path says
     nothing to a reader and exposes the machine (user names, folder layout)."""
     if isinstance(value, str):
+        if _local(value.strip()):  # a whole path, spaces and all
+            name = ntpath.basename(value.strip().rstrip("/\\"))
+            return f".../{name}"
         return _LOCAL_PATH.sub(".../", value)
     if isinstance(value, list):
         return [_public_setting(v) for v in value]

@@ -393,8 +393,9 @@ class VideoDeblurPipeline(DiffusionPipeline):
         Args:
             video (`list[PIL.Image.Image]`, `np.ndarray` or `torch.Tensor`):
                 The blurred clip: PIL images, a uint8 or float array (F, H, W, 3), or a uint8 or float tensor
-                (F, 3, H, W) in [0, 1]. Any length and size: long clips are denoised in overlapping windows and large frames in
-                overlapping tiles; sizes that are not a multiple of `pipe.size_multiple` are padded and cropped back.
+                (F, 3, H, W) in [0, 1]. Any length and size: long clips are denoised in overlapping windows and
+                large frames in overlapping tiles; sizes that are not a multiple of `pipe.size_multiple` are padded
+                and cropped back.
             num_inference_steps (`int`, defaults to 50): denoising steps (before `strength`).
             guidance_scale (`float`, defaults to 2.0):
                 Classifier-free guidance on the image tokens; `<= 1` runs the conditional pass only (half the cost).

@@ -101,7 +101,11 @@ def bad_input_cases(tmp_path, clip_mp4, model_dir):
             "expected a number in (0, 1], got '1.5'",
         ),
         "output is input": ([clip_mp4, "-o", clip_mp4, "--model", model_dir], "input"),
-        "unwritable format": ([clip_mp4, "-o", tmp_path / "o.gif", "--model", model_dir], "'.gif' videos"),
+        # before the device and the model are looked at: the output is checked first of all
+        "unwritable format": (
+            [clip_mp4, "-o", tmp_path / "o.gif", "--model", tmp_path / "no_model", "--device", "nosuch"],
+            "'.gif' videos",
+        ),
         "not a device": (
             [clip_mp4, "-o", tmp_path / "o.mp4", "--model", model_dir, "--device", "nosuch"],
             "--device 'nosuch' is not a device",

@@ -836,6 +836,8 @@ def train(t: Trainer) -> None:
         loader = t.dataloader
         if epoch == first_epoch and skip_batches:
             loader = accelerator.skip_first_batches(t.dataloader, skip_batches)
+            if hasattr(loader, "set_epoch"):  # accelerate < 1.15 starts the skipping loader's count at 0
+                loader.set_epoch(epoch)
         for batch in loader:
             if t.noise_rng is not None:
                 t.noise_rng.reseed(global_step, micro_step)

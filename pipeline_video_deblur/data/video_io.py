@@ -194,11 +194,19 @@ def _exists(path: Path) -> bool:
     return path.exists()
 
 
+# Files a desktop drops into any folder it shows: replacing a folder of frames may delete them.
+_DESKTOP_CLUTTER = ("thumbs.db", "desktop.ini")
+
+
+def _frame_or_clutter(name: str) -> bool:
+    return name.lower().endswith(IMAGE_EXTENSIONS) or name.startswith(".") or name.lower() in _DESKTOP_CLUTTER
+
+
 def check_writable_output(path: str | os.PathLike, overwrite: bool = False) -> None:
     """Raise the error `write_video(..., path, overwrite=overwrite)` would raise about `path` itself, before any
     work is done: a video format that cannot be written, an existing output without `overwrite`, a folder output
-    whose existing folder holds more than frames (replacing it would delete them), a file where a folder is
-    wanted or the reverse, or a parent that is not a writable folder.
+    whose existing folder holds more than frames and hidden or desktop files (replacing it would delete them), a
+    file where a folder is wanted or the reverse, or a parent that is not a writable folder.
     """
     path = Path(path)
     suffix = path.suffix.lower()
@@ -213,15 +221,17 @@ def check_writable_output(path: str | os.PathLike, overwrite: bool = False) -> N
         if not video and not path.is_dir():
             raise ValueError(f"Output {str(path)!r} is a file; a frame-folder output replaces only a folder")
         if not video:
-            others = sorted(p.name for p in path.iterdir() if p.is_dir() or p.suffix.lower() not in IMAGE_EXTENSIONS)
+            others = sorted(p.name for p in path.iterdir() if p.is_dir() or not _frame_or_clutter(p.name))
             if others:
                 raise ValueError(
                     f"Output folder {str(path)!r} holds more than image frames ({', '.join(others[:3])}"
                     f"{', ...' if len(others) > 3 else ''}); replacing it would delete them, choose another path"
                 )
     parent = path.absolute().parent
-    while not parent.exists():
+    while not parent.exists() and parent != parent.parent:
         parent = parent.parent
+    if not parent.exists():
+        raise ValueError(f"Cannot write {str(path)!r}: {str(parent)!r} does not exist")
     if not parent.is_dir():
         raise ValueError(f"Cannot write {str(path)!r}: {str(parent)!r} is a file, not a folder")
     if not os.access(parent, os.W_OK | os.X_OK):

@@ -196,6 +196,13 @@ def test_overwrite_replaces_a_folder_of_frames_only(tmp_path):
     with pytest.raises(ValueError, match=r"holds more than image frames \(inner, notes.txt\)"):
         write_video(frames[:1], out, overwrite=True)
     assert (out / "notes.txt").read_text() == "mine" and len(read_video(out)) == 2
+    # What a desktop drops into a folder it shows does not count: Finder's .DS_Store, Explorer's Thumbs.db.
+    (out / "notes.txt").unlink()
+    (out / "inner").rmdir()
+    (out / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")
+    (out / "Thumbs.db").write_bytes(b"\xd0\xcf")
+    write_video(frames[:1], out, overwrite=True)
+    assert len(read_video(out)) == 1
 
 
 def test_is_video_file():

@@ -37,7 +37,7 @@ def results_file(tmp_path) -> Path:
         "root": str(tmp_path / "private" / "GOPRO_Large"),
         "split": "test",
         "synthetic": True,
-        "model": str(tmp_path / "private" / "model"),
+        "model": str(tmp_path / "John Smith" / "model"),  # a user name with a space: cut whole
         "steps": 2,
         "guidance_scale": 2.0,
         "strength": 1.0,
@@ -203,6 +203,8 @@ def test_card_carries_training_records_and_the_evaluation(tiny_copy, tmp_path, r
     assert str(tmp_path) not in card.text
     published = json.loads((target / "results.json").read_text())
     assert "root" not in published["settings"] and str(tmp_path) not in json.dumps(published)
+    assert "John Smith" not in card.text and "John Smith" not in json.dumps(published)
+    assert published["settings"]["model"] == ".../model"
     assert published["videos"] == results["videos"] and published["figures"] == [".../seq_a.png"]
     assert published["summary"] == {
         **summary,

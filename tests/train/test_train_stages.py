@@ -310,28 +310,31 @@ def test_resume_from_latest_checkpoint_matches_uninterrupted_run(tmp_path, stage
 
 
 def test_resume_after_an_epoch_boundary_continues_that_epochs_order(tmp_path, tiny_pipeline_dir, train_data):
-    """6 clips in batches of 3: two steps per epoch, so checkpoint-2 ends epoch 0 and the resumed run must draw
-    epoch 1's order and crops (accelerate's loader resets the sampler to its own pass count unless told)."""
+    """6 clips in batches of 3: two steps per epoch. Resumed from checkpoint-2 (the end of epoch 0) and from
+    checkpoint-3 (inside epoch 1, one batch to skip), a run must draw epoch 1's order and crops: accelerate's loader
+    resets the sampler to its own pass count, 0 in a new process, unless told the epoch."""
     flags = list(TINY_TRAIN_FLAGS)
     flags[flags.index("--train_batch_size") + 1] = "3"
     common = ["--pretrained_model_name_or_path", tiny_pipeline_dir, "--train_data_dir", train_data,
-              "--checkpointing_steps", "2", "--learning_rate", "1e-3", "--max_train_steps", "4", *flags]  # fmt: skip
+              "--checkpointing_steps", "1", "--learning_rate", "1e-3", "--max_train_steps", "4", *flags]  # fmt: skip
     straight = tmp_path / "straight"
     log = run_script([TRAIN / "stage1_blur_encoder.py", *common, "--output_dir", straight])
     assert "6 clips, batch 3" in log.stdout + log.stderr
-    resumed = tmp_path / "resumed"
-    shutil.copytree(straight, resumed)
-    shutil.rmtree(resumed / "checkpoint-4")
-    run_script([TRAIN / "stage1_blur_encoder.py", *common, "--output_dir", resumed, "--resume_from_checkpoint",
-                "latest"])  # fmt: skip
-    rows_resumed = (resumed / "loss_log.csv").read_text().splitlines()
     rows_straight = (straight / "loss_log.csv").read_text().splitlines()
     column = rows_straight[0].split(",").index("loss")
-    assert [r.split(",")[0] for r in rows_resumed[1:]] == ["1", "2", "3", "4"]
-    assert [r.split(",")[column] for r in rows_resumed[1:]] == [r.split(",")[column] for r in rows_straight[1:]]
-    a, b = weights(resumed / "blur_encoder"), weights(straight / "blur_encoder")
-    for key in a:
-        torch.testing.assert_close(a[key], b[key], atol=0, rtol=0, msg=key)
+    for start in (2, 3):
+        resumed = tmp_path / f"resumed_from_{start}"
+        shutil.copytree(straight, resumed)
+        for later in range(start + 1, 5):
+            shutil.rmtree(resumed / f"checkpoint-{later}")
+        run_script([TRAIN / "stage1_blur_encoder.py", *common, "--output_dir", resumed, "--resume_from_checkpoint",
+                    "latest"])  # fmt: skip
+        rows = (resumed / "loss_log.csv").read_text().splitlines()
+        assert [r.split(",")[0] for r in rows[1:]] == ["1", "2", "3", "4"]
+        assert [r.split(",")[column] for r in rows[1:]] == [r.split(",")[column] for r in rows_straight[1:]], start
+        a, b = weights(resumed / "blur_encoder"), weights(straight / "blur_encoder")
+        for key in a:
+            torch.testing.assert_close(a[key], b[key], atol=0, rtol=0, msg=f"from checkpoint-{start}: {key}")
 
 
 if __name__ == "__main__":
