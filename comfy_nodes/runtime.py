@@ -174,13 +174,18 @@ class LoadedPipeline:
     model: str
 
 
+def weight_bytes(pipe) -> int:
+    """Bytes of all the pipeline's weights (every `torch.nn.Module` component)."""
+    modules = [m for m in pipe.components.values() if isinstance(m, torch.nn.Module)]
+    return sum(p.numel() * p.element_size() for m in modules for p in m.parameters())
+
+
 def run_memory(pipe, frames: int, height: int, width: int, num_frames: int, tile_size: int | None) -> int:
     """Bytes a run needs on its device, roughly: the weights, the VAE's largest activations (a chunk of 8
     full-size frames at its widest full-resolution layer, a few tensors of it alive at once) and the UNet's for one
     window x tile (CFG doubles the batch; skip connections keep several feature maps). ComfyUI unloads its own
     models until this much is free: too high unloads more than needed, too low runs out of memory."""
-    modules = [m for m in pipe.components.values() if isinstance(m, torch.nn.Module)]
-    weights = sum(p.numel() * p.element_size() for m in modules for p in m.parameters())
+    weights = weight_bytes(pipe)
     element = torch.tensor([], dtype=pipe.unet.dtype).element_size()
     vae_channels = (getattr(pipe.vae.config, "block_out_channels", None) or [64])[0]
     vae = min(8, frames) * height * width * vae_channels * element * 4
@@ -198,8 +203,7 @@ def move_to_run_device(loaded: LoadedPipeline, memory: int | None = None) -> Non
     mm = model_management()
     if mm is not None and loaded.device.type != "cpu":
         if memory is None:
-            modules = [m for m in pipe.components.values() if isinstance(m, torch.nn.Module)]
-            memory = 2 * sum(p.numel() * p.element_size() for m in modules for p in m.parameters())
+            memory = 2 * weight_bytes(pipe)
         reserve = mm.minimum_inference_memory() if hasattr(mm, "minimum_inference_memory") else 0
         mm.free_memory(memory + reserve, loaded.device)
     pipe.to(loaded.device)
