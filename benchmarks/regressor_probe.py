@@ -95,8 +95,10 @@ def main() -> int:
     torch.set_num_threads(1)
     torch.manual_seed(0)
     train = load_sequences(args.train_data, "train")
-    test = [(torch.from_numpy(b).permute(0, 3, 1, 2).float() / 255, torch.from_numpy(s).permute(0, 3, 1, 2).float() / 255)
-            for _, b, s in load_test_clips(args.cache)]  # fmt: skip
+    test = [
+        (torch.from_numpy(b).permute(0, 3, 1, 2).float() / 255, torch.from_numpy(s).permute(0, 3, 1, 2).float() / 255)
+        for _, b, s in load_test_clips(args.cache)
+    ]
     fit = [(b[:16], s[:16]) for b, s in train[:4]]
     blur_all = torch.cat([b for b, _ in train])
     sharp_all = torch.cat([s for _, s in train])

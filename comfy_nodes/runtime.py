@@ -126,13 +126,9 @@ def resolve_device(name: str) -> tuple[torch.device, torch.device]:
             device = torch.device(name)
         except RuntimeError as error:
             raise ValueError(f"`device` must be 'auto', 'cpu', 'cuda' or 'mps', got {name!r}") from error
-        available = {
-            "cpu": True,
-            "cuda": torch.cuda.is_available(),
-            "mps": torch.backends.mps.is_available(),
-        }.get(device.type, False)
-        if not available:
-            raise ValueError(f"`device` {name!r} is not available on this machine; use 'auto' or 'cpu'")
+        problem = importlib.import_module(pipeline_package().__name__ + ".devices").device_problem(device)
+        if problem is not None:
+            raise ValueError(f"`device` {name!r} {problem}; use 'auto' or 'cpu'")
         if device.type == "cuda" and device.index is None:
             # ComfyUI's models sit on cuda:N, and its model manager frees only models whose device equals the
             # one asked for: torch.device("cuda") != torch.device("cuda:0").

@@ -99,19 +99,11 @@ def check_device(device: str) -> None:
         parsed = torch.device(device)
     except (RuntimeError, TypeError) as error:
         raise ValueError(f"--device {device!r} is not a device; expected cpu, cuda, cuda:N or mps") from error
-    if parsed.type == "cpu":
-        return
-    if parsed.type == "mps":
-        backend = torch.backends.mps
-    else:  # cuda, xpu, ...: torch.<type>.is_available() / device_count()
-        backend = getattr(torch, parsed.type, None)
-    if backend is None or not hasattr(backend, "is_available"):
-        return  # a device type torch knows but cannot be asked about here: `.to()` will tell
-    if not backend.is_available():
-        raise ValueError(f"--device {device!r} is not available on this machine (torch {torch.__version__}); use cpu")
-    count = backend.device_count() if hasattr(backend, "device_count") else None
-    if parsed.index is not None and count is not None and parsed.index >= count:
-        raise ValueError(f"--device {device!r}: this machine has {count} {parsed.type} device(s), numbered from 0")
+    from .devices import device_problem
+
+    problem = device_problem(parsed)
+    if problem is not None:
+        raise ValueError(f"--device {device!r} {problem}; use cpu")
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -298,7 +298,8 @@ def load_open_clip_model(
         weights = clip_path
         if weights.suffix not in OPEN_CLIP_SUFFIXES:
             raise ValueError(
-                f"{clip_path} is not an open_clip checkpoint: expected a file ending in {', '.join(OPEN_CLIP_SUFFIXES)}"
+                f"{clip_path} is not an open_clip checkpoint: expected a file ending in "
+                f"{', '.join(OPEN_CLIP_SUFFIXES)}"
             )
 
     preprocess_overrides: dict[str, Any] = {}

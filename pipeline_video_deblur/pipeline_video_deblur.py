@@ -235,7 +235,8 @@ class VideoDeblurPipeline(DiffusionPipeline):
             unknown = [k for k in callback_on_step_end_tensor_inputs if k not in self._callback_tensor_inputs]
             if unknown:
                 raise ValueError(
-                    f"`callback_on_step_end_tensor_inputs` has {unknown}, expected a subset of {self._callback_tensor_inputs}"
+                    f"`callback_on_step_end_tensor_inputs` has {unknown}, expected a subset of "
+                    f"{self._callback_tensor_inputs}"
                 )
         return self.video_to_tensor(video)
 
@@ -267,7 +268,8 @@ class VideoDeblurPipeline(DiffusionPipeline):
             video = torch.from_numpy(video).permute(0, 3, 1, 2)  # (F, H, W, C) -> (F, C, H, W)
         if not isinstance(video, torch.Tensor):
             raise ValueError(
-                f"`video` must be a list of PIL images, an array (F, H, W, 3) or a tensor (F, 3, H, W), got {type(video)}"
+                "`video` must be a list of PIL images, an array (F, H, W, 3) or a tensor (F, 3, H, W), got "
+                f"{type(video)}"
             )
         if video.ndim != 4 or video.shape[1] not in (1, 3, 4):
             raise ValueError(f"`video` as a tensor must be (F, 3, H, W), got shape {tuple(video.shape)}")

@@ -333,7 +333,8 @@ def validation_clips(args: argparse.Namespace) -> list[dict]:
         height, width = item["sharp"].shape[-2:]
         if height < size or width < size:
             raise ValueError(
-                f"test sequence {item['sequence']!r} has {height}x{width} frames, smaller than --validation_resolution {size}"
+                f"test sequence {item['sequence']!r} has {height}x{width} frames, smaller than "
+                f"--validation_resolution {size}"
             )
         top, left = (height - size) // 2, (width - size) // 2
         crop = (..., slice(top, top + size), slice(left, left + size))
@@ -638,7 +639,8 @@ def make_accelerator(args: argparse.Namespace, project_name: str):
             import tensorboard  # noqa: F401
         except ImportError:
             raise ImportError(
-                "--report_to tensorboard needs the tensorboard package (pip install tensorboard), or pass --report_to none"
+                "--report_to tensorboard needs the tensorboard package (pip install tensorboard), or pass "
+                "--report_to none"
             ) from None
     accelerator = Accelerator(
         gradient_accumulation_steps=args.gradient_accumulation_steps,

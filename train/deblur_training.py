@@ -38,7 +38,10 @@ def add_deblur_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         "--residual",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="target sharp - blurred latents (DESIGN 2.8); saved in the pipeline config. Default: the input pipeline's setting",
+        help=(
+            "target sharp - blurred latents (DESIGN 2.8); saved in the pipeline config. Default: the input "
+            "pipeline's setting"
+        ),
     )
     group.add_argument(
         "--coherence_weight", type=float, default=0.1, help="lambda of Eq. 4 (paper: 0.1); 0 disables it"

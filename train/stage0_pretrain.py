@@ -59,7 +59,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--pretrained_model_name_or_path",
         default=None,
-        help="optional: a stage 0 output folder to continue from (its VAE, UNet and image encoder); sizes flags are then ignored",
+        help=(
+            "optional: a stage 0 output folder to continue from (its VAE, UNet and image encoder); sizes flags are "
+            "then ignored"
+        ),
     )
     vae = parser.add_argument_group("VAE")
     vae.add_argument("--vae_type", choices=["pixel_shuffle", "autoencoder_kl"], default="pixel_shuffle")
@@ -90,8 +93,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     unet.add_argument(
         "--unet_down_block_types",
         default=None,
-        help="comma-separated, e.g. DownBlock3D,CrossAttnDownBlock3D,DownBlock3D (no attention at full resolution: "
-        "much faster on a CPU). Default: CrossAttnDownBlock3D at every level but the last, as ModelScope T2V",
+        help=(
+            "comma-separated, e.g. DownBlock3D,CrossAttnDownBlock3D,DownBlock3D (no attention at full resolution: "
+            "much faster on a CPU). Default: CrossAttnDownBlock3D at every level but the last, as ModelScope T2V"
+        ),
     )
     unet.add_argument(
         "--unet_up_block_types", default=None, help="comma-separated; default: the mirror of the down blocks"
@@ -420,7 +425,8 @@ def main(args: argparse.Namespace) -> None:
         image_encoder = build_clip(args)
     if image_encoder.config.projection_dim != unet.config.cross_attention_dim:
         raise ValueError(
-            f"CLIP projection_dim {image_encoder.config.projection_dim} != UNet cross_attention_dim {unet.config.cross_attention_dim}"
+            f"CLIP projection_dim {image_encoder.config.projection_dim} != UNet cross_attention_dim "
+            f"{unet.config.cross_attention_dim}"
         )
     unet.train().requires_grad_(True)
     image_encoder.train().requires_grad_(True)
@@ -515,7 +521,10 @@ def main(args: argparse.Namespace) -> None:
         ).save_pretrained(str(folder / "image_encoder"))
         index = {
             "_class_name": "Stage0TextToVideoModel",
-            "_note": "made by train/stage0_pretrain.py; convert with: video-deblur convert --t2v THIS --clip THIS/image_encoder -o OUT",
+            "_note": (
+                "made by train/stage0_pretrain.py; convert with: video-deblur convert --t2v THIS --clip "
+                "THIS/image_encoder -o OUT"
+            ),
             "unet": ["diffusers", "UNet3DConditionModel"],
             "vae": [type(save_vae).__module__.split(".")[0], type(save_vae).__name__],
             "scheduler": ["diffusers", type(sample_scheduler).__name__],
@@ -549,7 +558,8 @@ def main(args: argparse.Namespace) -> None:
         log_name="stage0",
     )
     logger.info(
-        f"UNet {sum(p.numel() for p in unet.parameters()) / 1e6:.2f} M, CLIP {sum(p.numel() for p in image_encoder.parameters()) / 1e6:.2f} M "
+        f"UNet {sum(p.numel() for p in unet.parameters()) / 1e6:.2f} M, CLIP "
+        f"{sum(p.numel() for p in image_encoder.parameters()) / 1e6:.2f} M "
         f"parameters; latents {latent_channels} x {args.resolution // args.vae_factor_value}^2"
     )
     common.train(trainer)

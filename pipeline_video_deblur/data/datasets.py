@@ -305,7 +305,8 @@ class DVDDataset(PairedVideoDataset):
         base = next((c for c in candidates if c.is_dir() and any(_child_dir(p, "input") for p in _subdirs(c))), None)
         if base is None:
             raise ValueError(
-                f"No DVD videos under {str(root)!r} (looked for <sequence>/input folders in {', '.join(map(str, candidates))})"
+                f"No DVD videos under {str(root)!r} (looked for <sequence>/input folders in "
+                f"{', '.join(map(str, candidates))})"
             )
         present = {p.name: p for p in _subdirs(base) if _child_dir(p, "input")}
         if sequences is not None:

@@ -170,7 +170,8 @@ def write_dead_leaves(
         theirs = _read_settings(source) if source.is_dir() else None
         if theirs is None:
             raise ValueError(
-                f"--reuse {str(reuse)!r} is not a folder with {SETTINGS_FILE}; expected one written by `video-deblur leaves`"
+                f"--reuse {str(reuse)!r} is not a folder with {SETTINGS_FILE}; "
+                "expected one written by `video-deblur leaves`"
             )
         if not _same_settings(theirs, settings):
             raise ValueError(

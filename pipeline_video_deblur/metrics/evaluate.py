@@ -373,7 +373,9 @@ def run_eval(args: argparse.Namespace) -> int:
         "max_frames": args.max_frames,
         "lpips_requested": bool(args.lpips),
         "lpips_status": lpips_metric.status if lpips_metric else f"{NOT_COMPUTED}: --lpips not requested",
-        "protocol": "BasicSR: RGB, uint8 rounding, crop border 0, SSIM 11x11 Gaussian sigma 1.5; per video then over videos",
+        "protocol": (
+            "BasicSR: RGB, uint8 rounding, crop border 0, SSIM 11x11 Gaussian sigma 1.5; per video then over videos"
+        ),
         "tce_units": "8-bit (0-255)",
         "seconds": round(time.time() - start, 2),
     }

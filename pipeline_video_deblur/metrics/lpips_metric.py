@@ -19,7 +19,8 @@ NOT_COMPUTED = "not computed"
 
 
 def alexnet_weights_path() -> Path:
-    """Where torchvision keeps the ImageNet AlexNet weights: ``<torch hub dir>/checkpoints/alexnet-owt-7be5be79.pth``."""
+    """Where torchvision keeps the ImageNet AlexNet weights:
+    ``<torch hub dir>/checkpoints/alexnet-owt-7be5be79.pth``."""
     try:
         from torchvision.models import AlexNet_Weights
 

@@ -254,9 +254,15 @@ def test_a_bare_cuda_choice_names_the_device_comfyui_frees_on(nodes, monkeypatch
     install_comfy(monkeypatch)
     runtime = importlib.import_module(nodes.__name__ + ".comfy_nodes.runtime")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # no GPU here: only the naming is checked
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     monkeypatch.setattr(torch.cuda, "current_device", lambda: 1)
     assert runtime.resolve_device("cuda")[0] == torch.device("cuda", 1)
     assert runtime.resolve_device("cuda:0")[0] == torch.device("cuda", 0)
+    with pytest.raises(ValueError, match=r"`device` 'cuda:2' is not on this machine: it has 2 cuda device\(s\)"):
+        runtime.resolve_device("cuda:2")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match=r"`device` 'cuda' is not available on this machine .*; use 'auto' or 'cpu'"):
+        runtime.resolve_device("cuda")
 
 
 def test_the_memory_asked_of_comfyui_covers_weights_vae_and_a_window(nodes, loaded, monkeypatch):

@@ -26,7 +26,8 @@ def test_a_still_has_shapes_edges_and_colour():
     assert image.shape == (96, 96, 3) and image.dtype == np.uint8
     assert np.array_equal(image, dead_leaves_image(np.random.default_rng(0), size=96))
     assert not np.array_equal(image, dead_leaves_image(np.random.default_rng(1), size=96))
-    # Many shapes of many colours (occluding regions), not noise: most neighbouring pixels are alike, some differ a lot.
+    # Many shapes of many colours (occluding regions), not noise: most neighbouring pixels are alike, some differ
+    # a lot.
     quantised = (image // 16).reshape(-1, 3)
     assert len(np.unique(quantised, axis=0)) > 20
     step = np.abs(np.diff(image.astype(float), axis=1)).max(-1)

@@ -38,7 +38,8 @@ def test_relative_imports_finds_what_diffusers_finds(tmp_path):
 
     module = tmp_path / "m.py"
     module.write_text(
-        "from .a import x\nimport .b\ndef f():\n    from .c import y\nfrom . import d\nfrom os import path\nimport json\n"
+        "from .a import x\nimport .b\ndef f():\n    from .c import y\nfrom . import d\n"
+        "from os import path\nimport json\n"
     )
     assert relative_imports(module) == ["a", "b", "c"] == sorted(get_relative_imports(module))
     pipeline_file = PACKAGE_DIR / "pipeline_video_deblur.py"

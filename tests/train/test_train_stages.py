@@ -164,7 +164,9 @@ import stage1_blur_encoder as s
 cases = {{
     "missing": ["--train_data_dir", {str(tmp_path / "nowhere")!r}, "--output_dir", {str(tmp_path / "o1")!r}],
     "short": ["--train_data_dir", {str(train_data)!r}, "--output_dir", {str(tmp_path / "o2")!r}, "--num_frames", "7"],
-    "resolution": ["--train_data_dir", {str(train_data)!r}, "--output_dir", {str(tmp_path / "o3")!r}, "--resolution", "30"],
+    "resolution": [
+        "--train_data_dir", {str(train_data)!r}, "--output_dir", {str(tmp_path / "o3")!r}, "--resolution", "30"
+    ],
     "output_is_input": ["--train_data_dir", {str(train_data)!r}, "--output_dir", {str(tiny_pipeline_dir)!r}],
 }}
 base = {[str(a) for a in base[1:]]!r}
