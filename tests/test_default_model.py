@@ -145,3 +145,15 @@ def test_ship_script_copies_components_sets_the_tile_and_keeps_the_card(tmp_path
     bad = subprocess.run([*ship, "--tile-size", str(tile + 1)], capture_output=True, text=True, timeout=600)
     assert bad.returncode != 0 and f"--tile-size {tile + 1} is not a positive multiple" in bad.stderr
     assert (target / "README.md").is_file()  # a refused run leaves the shipped model as it was
+
+    # Shipping again with --keep-replaced moves the model it replaces aside instead of deleting it.
+    before = load_file(target / "unet" / "diffusion_pytorch_model.safetensors")
+    kept = tmp_path / "work" / "replaced"
+    again = subprocess.run([*ship, "--keep-replaced", str(kept)], capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert f"the model it replaced is in {kept}" in again.stdout
+    assert (kept / "README.md").read_text() == "# card\n"
+    assert len(json.loads((kept / "training.json").read_text())["runs"]) == 1
+    after = load_file(kept / "unet" / "diffusion_pytorch_model.safetensors")
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+    assert len(json.loads((target / "training.json").read_text())["runs"]) == 2

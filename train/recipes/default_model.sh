@@ -199,5 +199,11 @@ if ! done_pipeline "$OUT"; then
 fi
 
 echo "== ship"
-# Default tile: the whole 128 px benchmark frame (measured better and faster than tiles of the 64 px training crop)
-$PYTHON train/recipes/ship_default_model.py "$OUT" pipeline_video_deblur/default_model --tile-size "${TILE_SIZE:-128}"
+# Default tile: the whole 128 px benchmark frame (measured better and faster than tiles of the 64 px training crop).
+# The model it replaces is kept in $WORK, named after its UNet's weights (a rerun does not copy it twice).
+SHIPPED=pipeline_video_deblur/default_model
+REPLACED=
+[ ! -f "$SHIPPED/unet/diffusion_pytorch_model.safetensors" ] ||
+    REPLACED=$WORK/replaced_default_model_$(sha256sum "$SHIPPED/unet/diffusion_pytorch_model.safetensors" | cut -c1-12)
+$PYTHON train/recipes/ship_default_model.py "$OUT" "$SHIPPED" --tile-size "${TILE_SIZE:-128}" \
+    ${REPLACED:+--keep-replaced "$REPLACED"}

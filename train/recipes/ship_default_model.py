@@ -6,7 +6,8 @@
 Only the components are copied (loaded and saved again as safetensors, the UNet in float16: no checkpoints,
 logs or optimiser state); the model card (`README.md`) and any other markdown file beside it (its version history,
 `HISTORY.md`) already in the target are kept; `training.json` records where the weights came from and the training
-log's step count and wall time.
+log's step count and wall time. The model it replaces is deleted, or moved to `--keep-replaced DIR` (the recipe
+keeps it in its work folder).
 """
 
 from __future__ import annotations
@@ -32,6 +33,12 @@ def main() -> int:
         default=None,
         help="the pipeline's default tile in pixels (stored as the UNet's sample_size in latents); default: keep "
         "the training crop",
+    )
+    parser.add_argument(
+        "--keep-replaced",
+        metavar="DIR",
+        default=None,
+        help="move the model being replaced to DIR instead of deleting it (when DIR exists it is left as it is)",
     )
     args = parser.parse_args()
 
@@ -87,9 +94,17 @@ def main() -> int:
     if os.path.exists(target):
         os.replace(target, old)
     os.replace(tmp, target)
+    kept = None
+    if args.keep_replaced is not None and os.path.isdir(old):
+        kept = os.path.abspath(args.keep_replaced)
+        if not os.path.exists(kept):
+            os.makedirs(os.path.dirname(kept), exist_ok=True)
+            shutil.move(old, kept)  # a move, not a rename: DIR may be on another disk
     shutil.rmtree(old, ignore_errors=True)
     size = sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(target) for f in files)
     print(f"shipped {source} -> {target} ({size / 1e6:.1f} MB)")
+    if kept is not None:
+        print(f"the model it replaced is in {kept}")
     return 0
 
 
