@@ -282,6 +282,9 @@ def _public_setting(value: Any) -> Any:
     """`value` with every absolute path cut to `.../name`, in strings, lists and dicts alike: a local path says
     nothing to a reader and exposes the machine (user names, folder layout)."""
     if isinstance(value, str):
+        pieces = re.split(r"([,;])", value)  # a list of paths, "a,b" or "a; b": each one cut to its name
+        if len(pieces) > 1 and all(_local(p.strip()) for p in pieces[::2]):
+            return "".join(p if i % 2 else _public_setting(p) for i, p in enumerate(pieces))
         if _local(value.strip()):  # a whole path, spaces and all
             name = ntpath.basename(value.strip().rstrip("/\\"))
             return f".../{name}"

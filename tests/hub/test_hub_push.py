@@ -174,6 +174,18 @@ def test_card_metadata_and_honesty_without_records(tiny_folder, tmp_path):
     assert "dB" not in card.text  # no score of any kind without results.json
 
 
+def test_local_paths_are_cut_to_their_names_in_any_setting():
+    from pipeline_video_deblur.hub import _public_setting
+
+    assert _public_setting("/home/John Smith/model") == ".../model"  # a whole path, spaces and all
+    assert _public_setting(["C:\\Users\\me\\x.png", 3]) == [".../x.png", 3]
+    assert _public_setting("/data/a/x.png,/data/b/y.png") == ".../x.png,.../y.png"  # a list keeps every name
+    assert _public_setting("~/a/x; /b/y") == ".../x;.../y"
+    assert _public_setting("/data/clips,v2/x.png") == ".../x.png"  # a comma inside one path is not a list
+    assert _public_setting("weights not found at /root/.cache/alexnet.pth") == "weights not found at .../alexnet.pth"
+    assert _public_setting("gopro, test") == "gopro, test"  # no path: as it was
+
+
 def test_card_carries_training_records_and_the_evaluation(tiny_copy, tmp_path, results_file):
     (tiny_copy / "README.md").write_text(
         "---\nbase_model: someone/tiny-t2v\ndatasets:\n- someone/synthetic-gopro\n---\n\n"
