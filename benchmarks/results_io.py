@@ -3,26 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 
+from pipeline_video_deblur.atomic import atomic_path
 
-@contextmanager
-def atomic_path(path: str) -> Iterator[str]:
-    """Yield a temporary path to write to; it replaces ``path`` when the block ends without an error.
-
-    The temporary keeps ``path``'s extension, from which PIL and matplotlib pick the image format.
-    """
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    root, ext = os.path.splitext(path)
-    tmp = f"{root}.tmp{ext}"
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+__all__ = ["atomic_path", "write_json"]
 
 
 def write_json(path: str, data, **dump_kwargs) -> None:

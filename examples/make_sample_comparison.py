@@ -16,6 +16,7 @@ import PIL.Image
 import PIL.ImageDraw
 import torch
 
+from pipeline_video_deblur.atomic import atomic_path
 from pipeline_video_deblur.cli import positive_float, positive_int, strength_fraction
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -56,10 +57,8 @@ def main() -> None:
         text = f"{label}: {score:.2f} dB" if label != "sharp reference" else label
         PIL.ImageDraw.Draw(image).text((4, 4), text, fill=(255, 255, 0))
         panels.append(np.asarray(image))
-    root, extension = os.path.splitext(args.out)
-    tmp = f"{root}.tmp{extension}"  # written whole, then renamed: the old figure stays until the new one is complete
-    PIL.Image.fromarray(np.concatenate(panels, axis=1)).save(tmp)
-    os.replace(tmp, args.out)
+    with atomic_path(args.out) as tmp:  # the old figure stays until the new one is complete
+        PIL.Image.fromarray(np.concatenate(panels, axis=1)).save(tmp)
     print(f"wrote {args.out} ({args.steps} steps, CFG {args.guidance_scale:g}, strength {args.strength:g})")
     print("PSNR over the clip: " + ", ".join(scores[:2]))
 

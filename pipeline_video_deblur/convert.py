@@ -24,7 +24,7 @@ import copy
 import json
 import os
 import shutil
-import tempfile
+import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +32,7 @@ import torch
 from diffusers import AutoencoderKL, DDIMScheduler, UNet3DConditionModel
 from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
 
+from .atomic import replace_dir
 from .models import VideoDeblurUNet3DModel
 
 if TYPE_CHECKING:
@@ -165,10 +166,12 @@ def convert_t2v_to_deblur(
 
     # 6. Save atomically: a temporary sibling folder, renamed once complete
     output_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.partial-", dir=output_dir.parent))
+    # Not mkdtemp: its folder is private (0700), and this one becomes the output as it is.
+    tmp_dir = output_dir.parent / f".{output_dir.name}.partial-{uuid.uuid4().hex[:8]}"
+    tmp_dir.mkdir()
     try:
         pipe.save_pretrained(tmp_dir)
-        _replace_dir(tmp_dir, output_dir)
+        replace_dir(tmp_dir, output_dir)
     except BaseException:
         shutil.rmtree(tmp_dir, ignore_errors=True)
         raise
@@ -488,30 +491,31 @@ def open_clip_to_transformers(model: torch.nn.Module) -> CLIPVisionModelWithProj
 
 
 def _check_output_dir(output_dir: Path, inputs: tuple[Path, ...], overwrite: bool) -> None:
-    """Refuse an output folder that is, or contains, an input, and an existing one unless `overwrite`."""
+    """Refuse an output folder that is, contains or lies inside an input, and an existing one unless `overwrite`;
+    even then only an empty folder or a model folder (`model_index.json`, or a T2V layout's `unet/`) is replaced,
+    never a folder of other things."""
     resolved = output_dir.resolve()
     for path in inputs:
         source = path.resolve()
         if resolved == source or resolved in source.parents:
             raise ValueError(f"output folder {output_dir} is (or contains) the input {path}; choose another folder")
+        if source.is_dir() and source in resolved.parents:
+            raise ValueError(
+                f"output folder {output_dir} lies inside the input {path}, which replacing it would change; "
+                "choose a folder outside it"
+            )
     if output_dir.exists() and not overwrite:
         raise ValueError(f"output {output_dir} already exists; pass overwrite=True (--overwrite) to replace it")
-
-
-def _replace_dir(new: Path, target: Path) -> None:
-    """Rename `new` to `target`; an existing `target` is moved aside first and deleted only afterwards."""
-    if not target.exists() and not target.is_symlink():
-        os.replace(new, target)
-        return
-    old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
-    os.replace(target, old / target.name)
-    try:
-        os.replace(new, target)
-    except BaseException:
-        os.replace(old / target.name, target)  # put the previous output back
-        shutil.rmtree(old, ignore_errors=True)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
+    if output_dir.exists():
+        if not output_dir.is_dir():
+            raise ValueError(f"output {output_dir} is a file, not a folder; choose a folder for the pipeline")
+        entries = [p.name for p in output_dir.iterdir()]
+        if entries and "model_index.json" not in entries and "unet" not in entries:
+            raise ValueError(
+                f"output {output_dir} holds other things than a model ({', '.join(sorted(entries)[:3])}"
+                f"{', ...' if len(entries) > 3 else ''}); --overwrite replaces only a model folder or an empty one: "
+                "choose another folder"
+            )
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import torch
 
+from .atomic import atomic_path
+
 LORA_WEIGHT_NAME = "pytorch_lora_weights.safetensors"
 LORA_TARGET_MODULES = ("to_q", "to_k", "to_v", "to_out.0")
 UNET_PREFIX = "unet."
@@ -87,8 +89,8 @@ def save_lora(
         "target_modules": json.dumps(sorted(config.target_modules)),
     }
     path = Path(save_directory) / weight_name
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_file(state, str(path), metadata=metadata)
+    with atomic_path(path) as tmp:  # an existing file is replaced only by a complete one
+        save_file(state, tmp, metadata=metadata)
     return path
 
 

@@ -240,6 +240,15 @@ def test_bad_paths_are_refused(t2v_folder, clip_folder, tmp_path):
     for output in (t2v_folder, clip_folder, t2v_folder.parent):
         with pytest.raises(ValueError, match="is \\(or contains\\) the input"):
             convert_t2v_to_deblur(t2v_folder, clip_folder, output, overwrite=True)
+    # Inside an input (it would be replaced in place), and a folder of other things, even with --overwrite.
+    with pytest.raises(ValueError, match="lies inside the input"):
+        convert_t2v_to_deblur(t2v_folder, clip_folder, t2v_folder / "unet", overwrite=True)
+    documents = tmp_path / "documents"
+    documents.mkdir()
+    (documents / "thesis.tex").write_text("years of work\n")
+    with pytest.raises(ValueError, match=r"holds other things than a model \(thesis.tex\)"):
+        convert_t2v_to_deblur(t2v_folder, clip_folder, documents, overwrite=True)
+    assert (documents / "thesis.tex").read_text() == "years of work\n"
     with pytest.raises(ValueError, match="clip_format"):
         convert_t2v_to_deblur(t2v_folder, clip_folder, tmp_path / "out", clip_format="onnx")
     assert not (tmp_path / "out").exists()

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -9,7 +10,7 @@ import zipfile
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 from tiny import tiny_video
 
 from pipeline_video_deblur import DEFAULT_MODEL_PATH, VideoDeblurPipeline
@@ -157,3 +158,17 @@ def test_ship_script_copies_components_sets_the_tile_and_keeps_the_card(tmp_path
     after = load_file(kept / "unet" / "diffusion_pytorch_model.safetensors")
     assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
     assert len(json.loads((target / "training.json").read_text())["runs"]) == 2
+    # A --keep-replaced folder that holds another model is refused before anything changes; a leftover .old
+    # (an interrupted ship) is never deleted.
+    other = tmp_path / "other"
+    shutil.copytree(kept, other)
+    weights = other / "unet" / "diffusion_pytorch_model.safetensors"
+    changed = {k: v + 1 for k, v in load_file(weights).items()}
+    save_file(changed, weights)
+    refused = subprocess.run([*ship, "--keep-replaced", str(other)], capture_output=True, text=True, timeout=600)
+    assert refused.returncode != 0 and "exists and holds another model" in refused.stderr
+    assert len(json.loads((target / "training.json").read_text())["runs"]) == 2
+    os.replace(other, str(target) + ".old")
+    refused = subprocess.run(ship, capture_output=True, text=True, timeout=600)
+    assert refused.returncode != 0 and "left from an interrupted ship" in refused.stderr
+    assert (tmp_path / "default_model.old" / "unet").is_dir()

@@ -36,6 +36,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from pipeline_video_deblur.atomic import atomic_path, replace_dir, write_text
+
 logger = logging.getLogger("train")
 
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
@@ -126,6 +128,12 @@ def add_common_args(parser: argparse.ArgumentParser, learning_rate: float = 5e-5
     ckpt.add_argument("--checkpointing_steps", type=int, default=500, help="save a resumable checkpoint every N steps")
     ckpt.add_argument("--checkpoints_total_limit", type=int, default=None, help="keep at most N checkpoints")
     ckpt.add_argument("--resume_from_checkpoint", default=None, help="'latest' or a checkpoint folder")
+    ckpt.add_argument(
+        "--overwrite_output_dir",
+        action="store_true",
+        help="start a new run in an --output_dir that holds an earlier one (its checkpoints and logs are deleted); "
+        "without it such a folder is refused unless the run resumes",
+    )
     ckpt.add_argument("--report_to", default="tensorboard", help="tensorboard, wandb, all or none")
     ckpt.add_argument("--logging_dir", default="logs", help="tracker folder, relative to --output_dir")
     ckpt.add_argument(
@@ -192,8 +200,29 @@ def check_resolution(resolution: int, multiple: int, what: str, flag: str = "--r
         )
 
 
-def check_output_dir(output_dir: str | os.PathLike, inputs: dict[str, str | os.PathLike | None]) -> Path:
-    """Refuse an output folder that is an input, lies inside one, or contains one (the model would overwrite it)."""
+# What a run leaves in its --output_dir besides the model: a new run there would replace them.
+RUN_FILES = ("loss_log.csv", "validation_log.csv")
+
+
+def earlier_run(output_dir: Path) -> list[str]:
+    """The traces of an earlier run in `output_dir`: its logs, checkpoints and saved model."""
+    if not output_dir.is_dir():
+        return []
+    found = [name for name in RUN_FILES if (output_dir / name).is_file()]
+    found += sorted(p.name for p in output_dir.iterdir() if CHECKPOINT_PATTERN.match(p.name) and p.is_dir())[:3]
+    found += [name for name in ("model_index.json",) if (output_dir / name).is_file()]
+    return found
+
+
+def check_output_dir(
+    output_dir: str | os.PathLike,
+    inputs: dict[str, str | os.PathLike | None],
+    resume: str | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Refuse an output folder that is an input, lies inside one, or contains one (the model would overwrite it),
+    and one that holds an earlier run unless this run resumes it (`resume`) or replaces it (`overwrite`: its
+    checkpoints, logs and model marker are deleted here, so that `latest` never resumes the old run)."""
     out = Path(output_dir).resolve()
     for flag, path in inputs.items():
         if path is None or not os.path.exists(path):
@@ -204,6 +233,19 @@ def check_output_dir(output_dir: str | os.PathLike, inputs: dict[str, str | os.P
                 f"--output_dir {output_dir} overlaps the input {flag} {path}; the trained model would be written into "
                 "(or over) its own input. Choose another folder."
             )
+    found = earlier_run(out) if resume is None else []
+    if found and not overwrite:
+        raise ValueError(
+            f"--output_dir {output_dir} holds an earlier run ({', '.join(found)}); add --resume_from_checkpoint "
+            "latest to continue it, --overwrite_output_dir to start again there (its checkpoints and logs are "
+            "deleted), or choose another folder"
+        )
+    if found:
+        for path in out.iterdir():
+            if CHECKPOINT_PATTERN.match(path.name) and path.is_dir():
+                shutil.rmtree(path)
+        for name in (*RUN_FILES, "model_index.json"):
+            (out / name).unlink(missing_ok=True)
     return out
 
 
@@ -468,26 +510,30 @@ def save_checkpoint(accelerator, output_dir: str | os.PathLike, step: int, total
     tmp = out / f"checkpoint-{step}.tmp"
     if accelerator.is_main_process:
         shutil.rmtree(tmp, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(tmp))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        replace_dir(tmp, final)
+        # Pruned only once the new checkpoint is complete: a failed save leaves the earlier ones.
         if total_limit is not None:
             old = [path for s, path in list_checkpoints(out) if s != step]
             for path in old[: max(0, len(old) - (total_limit - 1))]:
                 shutil.rmtree(path, ignore_errors=True)
     accelerator.wait_for_everyone()
-    accelerator.save_state(str(tmp))
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-    accelerator.wait_for_everyone()
     return final
 
 
+# The folders an interrupted save leaves: checkpoint-<step>.tmp, final.tmp (the model), vae.tmp (stage 0), and the
+# previous folder that `replace_dir` moved aside.
+STALE_TMP = re.compile(r"^(checkpoint-\d+\.tmp|final\.tmp|vae\.tmp|\.(checkpoint-\d+|vae)\.old-.+)$")
+
+
 def remove_stale_tmp(output_dir: Path) -> None:
-    """Delete the leftovers of interrupted saves (`*.tmp` folders): they are never complete."""
+    """Delete the leftovers of interrupted saves (see `STALE_TMP`; nothing else): they are never complete."""
     if output_dir.is_dir():
         for path in output_dir.iterdir():
-            if path.name.endswith(".tmp") and path.is_dir():
+            if STALE_TMP.match(path.name) and path.is_dir():
                 shutil.rmtree(path, ignore_errors=True)
 
 
@@ -527,7 +573,7 @@ class LossLog:
                 reader = csv.DictReader(f)
                 self.fields = reader.fieldnames
                 kept = [row for row in reader if int(row["step"]) <= resume_step]
-            with open(self.path, "w", newline="") as f:
+            with atomic_path(self.path) as tmp, open(tmp, "w", newline="") as f:
                 writer = csv.DictWriter(f, fieldnames=self.fields)
                 writer.writeheader()
                 writer.writerows(kept)
@@ -561,7 +607,7 @@ def truncate_validation_log(output_dir: Path, step: int) -> None:
     with open(path, newline="") as f:
         reader = csv.DictReader(f)
         fields, kept = reader.fieldnames, [row for row in reader if int(row["step"]) <= step]
-    with open(path, "w", newline="") as f:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=fields)
         writer.writeheader()
         writer.writerows(kept)
@@ -613,8 +659,8 @@ def save_comparison(rows: list[list[torch.Tensor]], path: Path, gap: int = 2) ->
             y = r * (height + gap)
             grid[y : y + tile.shape[0], x : x + tile.shape[1]] = tile
             x += tile.shape[1] + gap
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(grid).save(path)
+    with atomic_path(path) as tmp:
+        Image.fromarray(grid).save(tmp)
     return grid
 
 
@@ -665,7 +711,7 @@ def make_accelerator(args: argparse.Namespace, project_name: str):
         if report_to is not None:
             config = {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in vars(args).items()}
             accelerator.init_trackers(project_name, config=config)
-        (output_dir / f"{project_name}_args.json").write_text(json.dumps(vars(args), indent=2, default=str) + "\n")
+        write_text(output_dir / f"{project_name}_args.json", json.dumps(vars(args), indent=2, default=str) + "\n")
     return accelerator
 
 

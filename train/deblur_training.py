@@ -91,6 +91,8 @@ def prepare(args: argparse.Namespace, log_name: str):
             "--pretrained_model_name_or_path": args.pretrained_model_name_or_path,
             "--train_data_dir": args.train_data_dir,
         },
+        resume=args.resume_from_checkpoint,
+        overwrite=args.overwrite_output_dir,
     )
     accelerator = common.make_accelerator(args, log_name)
     weight_dtype = common.weight_dtype_of(accelerator)

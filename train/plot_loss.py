@@ -12,6 +12,8 @@ import csv
 import sys
 from pathlib import Path
 
+from pipeline_video_deblur.atomic import atomic_path
+
 
 def read_csv(path: Path) -> list[dict[str, float]]:
     with open(path, newline="") as f:
@@ -84,8 +86,8 @@ def main(argv: list[str] | None = None) -> int:
         axes[0][1].grid(alpha=0.3)
         axes[0][1].legend(fontsize=8)
     fig.tight_layout()
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(args.output, dpi=110)
+    with atomic_path(args.output) as tmp:  # the old figure stays until the new one is complete
+        fig.savefig(tmp, dpi=110)
     print(f"wrote {args.output}")
     return 0
 

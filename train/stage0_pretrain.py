@@ -42,6 +42,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from pipeline_video_deblur import PixelShuffleVAE, VideoDeblurUNet3DModel  # noqa: E402
+from pipeline_video_deblur.atomic import replace_dir  # noqa: E402
 from pipeline_video_deblur.losses import add_noise, deblur_loss  # noqa: E402
 
 logger = logging.getLogger("train")
@@ -354,6 +355,8 @@ def main(args: argparse.Namespace) -> None:
             "--train_data_dir": args.train_data_dir,
             "--pretrained_model_name_or_path": args.pretrained_model_name_or_path,
         },
+        resume=args.resume_from_checkpoint,
+        overwrite=args.overwrite_output_dir,
     )
     accelerator = common.make_accelerator(args, "stage0_pretrain")
     weight_dtype = common.weight_dtype_of(accelerator)
@@ -399,8 +402,7 @@ def main(args: argparse.Namespace) -> None:
             tmp = output_dir / "vae.tmp"
             shutil.rmtree(tmp, ignore_errors=True)
             vae.save_pretrained(str(tmp))
-            shutil.rmtree(vae_dir, ignore_errors=True)
-            os.replace(tmp, vae_dir)
+            replace_dir(tmp, vae_dir)
         accelerator.wait_for_everyone()
         vae = AutoencoderKL.from_pretrained(str(vae_dir))
     vae.requires_grad_(False).eval().to(accelerator.device)

@@ -36,6 +36,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from ..atomic import replace_dir
+
 # Photo name -> file in scikit-image's bundled data folder (these ship with the wheel; none is fetched).
 PHOTO_FILES = {
     "astronaut": "astronaut.png",
@@ -391,9 +393,7 @@ def _write_sequence(
             for j, frame in enumerate(array):
                 Image.fromarray(frame).save(tmp / folder / f"{j:06d}.png")
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
+        replace_dir(tmp, target)  # an overwritten sequence is moved aside, and deleted once the new one is in place
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

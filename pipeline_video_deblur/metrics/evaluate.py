@@ -25,6 +25,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from ..atomic import write_text
 from ..cli import positive_float, positive_int, strength_fraction
 from .baselines import UNSHARP_AMOUNT, UNSHARP_RADIUS, identity, unsharp
 from .figures import comparison_figure
@@ -190,13 +191,6 @@ def _jsonable(value):
     return value
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def _cell(value, digits: int) -> str:
     if value is None:
         return "-"
@@ -265,6 +259,7 @@ def add_eval_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--unsharp-amount", type=float, default=UNSHARP_AMOUNT, help="unsharp baseline amount")
     parser.add_argument("--unsharp-radius", type=float, default=UNSHARP_RADIUS, help="unsharp baseline radius (px)")
     parser.add_argument("--out", required=True, help="results JSON path; a CSV is written beside it")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out JSON and its CSV")
     parser.add_argument("--figures", default=None, help="folder for comparison figures (middle frame of each video)")
 
 
@@ -346,6 +341,13 @@ def run_eval(args: argparse.Namespace) -> int:
     start = time.time()
     dataset = _load_dataset(args)  # before the model: a bad root fails fast
     label, method = _method(args, device)
+    # Before the run, not after it: earlier results are not replaced unless asked.
+    existing = [str(p) for p in (Path(args.out), Path(args.out).with_suffix(".csv")) if p.exists()]
+    if existing and not getattr(args, "overwrite", False):
+        raise ValueError(
+            f"--out {args.out!r}: {' and '.join(existing)} already exist(s); pass --overwrite to replace, or choose "
+            "another --out"
+        )
     indices = list(range(len(dataset.sequences)))[: args.max_sequences]
     lpips_metric = LPIPSMetric(device) if args.lpips else None
 
@@ -384,8 +386,8 @@ def run_eval(args: argparse.Namespace) -> int:
             steps=args.steps, guidance_scale=args.guidance_scale, strength=args.strength, seed=args.seed, device=device
         )
     out = Path(args.out)
-    _atomic_write_text(out, json.dumps(_jsonable(results), indent=2) + "\n")
-    _atomic_write_text(out.with_suffix(".csv"), results_csv(results))
+    write_text(out, json.dumps(_jsonable(results), indent=2) + "\n")
+    write_text(out.with_suffix(".csv"), results_csv(results))
 
     where = f"{'synthetic ' if synthetic else ''}{args.dataset} {args.split}"
     if getattr(args, "baseline", None) == "identity":

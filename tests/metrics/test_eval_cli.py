@@ -129,6 +129,15 @@ def test_eval_in_process_unsharp_and_errors(tmp_path, capsys):
         run_eval(_args(root=str(tmp_path), baseline="unsharp", out=str(tmp_path / "r.csv")))
     assert not (tmp_path / "r.csv").exists()
 
+    # Earlier results are kept unless --overwrite: refused before the run, then replaced with it.
+    before = out.read_text()
+    with pytest.raises(ValueError, match=r"unsharp\.json and .*unsharp\.csv already exist\(s\); pass --overwrite"):
+        run_eval(_args(root=str(tmp_path), baseline="unsharp", out=str(out), max_frames=2))
+    assert out.read_text() == before
+    assert run_eval(_args(root=str(tmp_path), baseline="unsharp", out=str(out), max_frames=2, overwrite=True)) == 0
+    assert json.loads(out.read_text())["videos"]["seq"]["frames"] == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["GOPRO_Large", "unsharp.csv", "unsharp.json"]
+
 
 @pytest.mark.parametrize(
     "flag, value, expected",

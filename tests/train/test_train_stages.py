@@ -156,7 +156,10 @@ def test_stage1_changes_only_blur_encoder_and_condition_channels(stage1_run, tin
 def test_clear_errors_before_training(tmp_path, train_data, tiny_pipeline_dir):
     base = [TRAIN / "stage1_blur_encoder.py", "--pretrained_model_name_or_path", tiny_pipeline_dir,
             "--max_train_steps", "1", *TINY_TRAIN_FLAGS]  # fmt: skip
-    # All four in one subprocess: each is raised before any training step.
+    earlier = tmp_path / "o5"
+    earlier.mkdir()
+    (earlier / "loss_log.csv").write_text("step,loss\n1,0.5\n")
+    # All five in one subprocess: each is raised before any training step.
     script = f"""
 import sys
 sys.path.insert(0, {str(TRAIN)!r})
@@ -168,6 +171,7 @@ cases = {{
         "--train_data_dir", {str(train_data)!r}, "--output_dir", {str(tmp_path / "o3")!r}, "--resolution", "30"
     ],
     "output_is_input": ["--train_data_dir", {str(train_data)!r}, "--output_dir", {str(tiny_pipeline_dir)!r}],
+    "earlier_run": ["--train_data_dir", {str(train_data)!r}, "--output_dir", {str(earlier)!r}],
 }}
 base = {[str(a) for a in base[1:]]!r}
 for name, extra in cases.items():
@@ -184,6 +188,11 @@ for name, extra in cases.items():
     assert "fewer than num_frames=7" in lines["short"] and "--num_frames 7" in lines["short"]
     assert "--resolution 30 is not a multiple of 4" in lines["resolution"]
     assert "overlaps the input" in lines["output_is_input"]
+    assert (
+        "holds an earlier run (loss_log.csv)" in lines["earlier_run"]
+        and "--overwrite_output_dir" in lines["earlier_run"]
+    )
+    assert (earlier / "loss_log.csv").read_text() == "step,loss\n1,0.5\n"
     assert not (tmp_path / "o2" / "checkpoint-1").exists()
 
 

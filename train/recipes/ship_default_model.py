@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import json
 import os
 import shutil
@@ -21,6 +22,18 @@ import sys
 import time
 
 import torch
+
+
+def unet_digest(folder: str) -> str | None:
+    """sha256 of a pipeline folder's UNet weights (None when there are none): which model a folder holds."""
+    path = os.path.join(folder, "unet", "diffusion_pytorch_model.safetensors")
+    if not os.path.isfile(path):
+        return None
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def main() -> int:
@@ -47,6 +60,14 @@ def main() -> int:
     source, target = os.path.abspath(args.source), os.path.abspath(args.target)
     if source == target:
         raise SystemExit(f"source and target are the same folder: {source}")
+    old = target + ".old"
+    if os.path.exists(old):  # an interrupted ship: the model in it may be the only copy
+        raise SystemExit(
+            f"{old} is left from an interrupted ship: move it back to {target} (if that is missing) or delete it"
+        )
+    kept = os.path.abspath(args.keep_replaced) if args.keep_replaced is not None else None
+    if kept is not None and os.path.exists(kept) and unet_digest(kept) != unet_digest(target):
+        raise SystemExit(f"--keep-replaced {args.keep_replaced} exists and holds another model; choose another folder")
     pipe = VideoDeblurPipeline.from_pretrained(source)
     # The UNet is stored in float16 to keep the package small (it loads back as float32: diffusers casts to the
     # model's dtype); the CLIP encoders are tiny and stay float32, since transformers keeps the stored dtype.
@@ -89,21 +110,18 @@ def main() -> int:
     with open(record_path, "w") as f:
         json.dump(record, f, indent=2)
 
-    old = target + ".old"
-    shutil.rmtree(old, ignore_errors=True)
-    if os.path.exists(target):
+    replaced = os.path.exists(target)
+    if replaced:
         os.replace(target, old)
     os.replace(tmp, target)
-    kept = None
-    if args.keep_replaced is not None and os.path.isdir(old):
-        kept = os.path.abspath(args.keep_replaced)
-        if not os.path.exists(kept):
+    if replaced and kept is not None:
+        if not os.path.exists(kept):  # else it holds this very model already (checked above)
             os.makedirs(os.path.dirname(kept), exist_ok=True)
             shutil.move(old, kept)  # a move, not a rename: DIR may be on another disk
     shutil.rmtree(old, ignore_errors=True)
     size = sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(target) for f in files)
     print(f"shipped {source} -> {target} ({size / 1e6:.1f} MB)")
-    if kept is not None:
+    if replaced and kept is not None:
         print(f"the model it replaced is in {kept}")
     return 0
 
