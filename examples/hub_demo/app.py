@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -51,6 +52,24 @@ DEFAULT_STEPS = int(os.environ.get("VIDEO_DEBLUR_STEPS", "1"))
 MAX_FRAMES = int(os.environ.get("VIDEO_DEBLUR_MAX_FRAMES", "32"))
 MAX_SIDE = int(os.environ.get("VIDEO_DEBLUR_MAX_SIDE", "256"))
 MAX_FILE_SIZE = "50mb"
+# Each request writes its video into a folder of its own under OUTPUTS. Gradio copies what it serves into its own
+# cache (cleaned by `delete_cache` below), so a request's folder is removed by the first request an hour later: a
+# Space that runs for weeks does not fill its disk.
+OUTPUTS = Path(os.environ.get("VIDEO_DEBLUR_OUTPUTS") or Path(tempfile.gettempdir()) / "video-deblur-demo")
+OUTPUT_MAX_AGE_S = 3600
+
+
+def new_output_dir() -> Path:
+    """A fresh folder for this request's files, after removing those of requests older than OUTPUT_MAX_AGE_S."""
+    OUTPUTS.mkdir(parents=True, exist_ok=True)
+    cutoff = time.time() - OUTPUT_MAX_AGE_S
+    for old in OUTPUTS.glob("request-*"):
+        try:
+            if old.stat().st_mtime < cutoff:
+                shutil.rmtree(old, ignore_errors=True)
+        except FileNotFoundError:  # another request removed it first
+            pass
+    return Path(tempfile.mkdtemp(prefix="request-", dir=OUTPUTS))
 
 
 @functools.lru_cache(maxsize=1)
@@ -154,7 +173,7 @@ def deblur(video_path: str | None, steps: int, strength: float, seed: int, progr
 
     # 3. Write the video and the comparison
     progress(0.99, desc="Writing the video")
-    out_dir = Path(tempfile.mkdtemp(prefix="video-deblur-demo-"))
+    out_dir = new_output_dir()
     out_path = out_dir / "deblurred.mp4"
     # Browsers play H.264 in 4:2:0 only, which needs even sides: an odd side gets its last row / column repeated
     # (write_video would keep the odd size in 4:4:4, which players read but browsers do not).
@@ -171,7 +190,7 @@ def deblur(video_path: str | None, steps: int, strength: float, seed: int, progr
 
 
 def build_demo() -> gr.Blocks:
-    with gr.Blocks(title="Video deblurring") as demo:
+    with gr.Blocks(title="Video deblurring", delete_cache=(OUTPUT_MAX_AGE_S, OUTPUT_MAX_AGE_S)) as demo:
         gr.Markdown(
             "# Video deblurring with a video diffusion model\n"
             "Upload a short blurred clip or pick the sample below, then press **Deblur**. The model runs on the CPU: "

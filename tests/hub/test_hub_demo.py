@@ -50,6 +50,23 @@ def test_deblur_returns_video_comparison_and_time(app, sample_video):
     assert ((1, 2), "Denoising") in calls and ((2, 2), "Denoising") in calls
 
 
+def test_old_requests_files_are_removed(monkeypatch, tiny_folder, sample_video, tmp_path):
+    import os
+    import time
+
+    outputs = tmp_path / "outputs"
+    app = load_app(monkeypatch, VIDEO_DEBLUR_MODEL=tiny_folder, VIDEO_DEBLUR_STEPS=1, VIDEO_DEBLUR_OUTPUTS=outputs)
+    noop = lambda *a, **k: None  # noqa: E731
+    first = app.deblur(str(sample_video), 1, 1.0, 0, progress=noop)[0]
+    hours_ago = time.time() - 2 * app.OUTPUT_MAX_AGE_S
+    os.utime(os.path.dirname(first), (hours_ago, hours_ago))  # a request two hours old
+    recent = app.deblur(str(sample_video), 1, 1.0, 0, progress=noop)[0]
+    latest = app.deblur(str(sample_video), 1, 1.0, 0, progress=noop)[0]
+    assert not os.path.exists(first)  # its folder is gone; the recent ones stay
+    assert os.path.isfile(recent) and os.path.isfile(latest) and recent != latest
+    assert len(list(outputs.glob("request-*"))) == 2
+
+
 def test_deblur_is_deterministic_per_seed(app, sample_video):
     first = read_video(app.deblur(str(sample_video), 2, 1.0, 3, progress=lambda *a, **k: None)[0]).frames
     again = read_video(app.deblur(str(sample_video), 2, 1.0, 3, progress=lambda *a, **k: None)[0]).frames
