@@ -126,7 +126,15 @@ def resolve_device(name: str) -> tuple[torch.device, torch.device]:
             device = torch.device(name)
         except RuntimeError as error:
             raise ValueError(f"`device` must be 'auto', 'cpu', 'cuda' or 'mps', got {name!r}") from error
-        problem = importlib.import_module(pipeline_package().__name__ + ".devices").device_problem(device)
+        package = pipeline_package()
+        try:
+            devices = importlib.import_module(package.__name__ + ".devices")
+        except ImportError:
+            raise ImportError(
+                f"the installed {package.__name__} ({os.path.dirname(package.__file__)}) is older than these nodes: "
+                "update it (pip install -U video-deblur) or uninstall it, so that the copy beside the nodes is used"
+            ) from None
+        problem = devices.device_problem(device)
         if problem is not None:
             raise ValueError(f"`device` {name!r} {problem}; use 'auto' or 'cpu'")
         if device.type == "cuda" and device.index is None:

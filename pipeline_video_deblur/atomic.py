@@ -28,7 +28,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[str]:
     folder, name = os.path.split(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     root, ext = os.path.splitext(name)
-    tmp = os.path.join(folder, f".{root}.tmp-{uuid.uuid4().hex[:8]}{ext}")
+    tmp = os.path.join(folder, f".{root}-tmp{uuid.uuid4().hex[:8]}{ext}")
     try:
         yield tmp
         os.replace(tmp, path)

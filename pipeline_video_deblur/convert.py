@@ -510,6 +510,12 @@ def _check_output_dir(output_dir: Path, inputs: tuple[Path, ...], overwrite: boo
         if not output_dir.is_dir():
             raise ValueError(f"output {output_dir} is a file, not a folder; choose a folder for the pipeline")
         entries = [p.name for p in output_dir.iterdir()]
+        run = sorted(n for n in entries if n.startswith("checkpoint-") or n.endswith("_log.csv"))
+        if run:
+            raise ValueError(
+                f"output {output_dir} holds a training run ({', '.join(run[:3])}); --overwrite would delete its "
+                "checkpoints and logs: choose another folder"
+            )
         if entries and "model_index.json" not in entries and "unet" not in entries:
             raise ValueError(
                 f"output {output_dir} holds other things than a model ({', '.join(sorted(entries)[:3])}"

@@ -249,6 +249,12 @@ def test_bad_paths_are_refused(t2v_folder, clip_folder, tmp_path):
     with pytest.raises(ValueError, match=r"holds other things than a model \(thesis.tex\)"):
         convert_t2v_to_deblur(t2v_folder, clip_folder, documents, overwrite=True)
     assert (documents / "thesis.tex").read_text() == "years of work\n"
+    run = tmp_path / "stage1_run"
+    (run / "checkpoint-500").mkdir(parents=True)
+    (run / "model_index.json").write_text("{}")
+    with pytest.raises(ValueError, match=r"holds a training run \(checkpoint-500\)"):
+        convert_t2v_to_deblur(t2v_folder, clip_folder, run, overwrite=True)
+    assert (run / "checkpoint-500").is_dir()
     with pytest.raises(ValueError, match="clip_format"):
         convert_t2v_to_deblur(t2v_folder, clip_folder, tmp_path / "out", clip_format="onnx")
     assert not (tmp_path / "out").exists()

@@ -166,7 +166,7 @@ def test_ship_script_copies_components_sets_the_tile_and_keeps_the_card(tmp_path
     changed = {k: v + 1 for k, v in load_file(weights).items()}
     save_file(changed, weights)
     refused = subprocess.run([*ship, "--keep-replaced", str(other)], capture_output=True, text=True, timeout=600)
-    assert refused.returncode != 0 and "exists and holds another model" in refused.stderr
+    assert refused.returncode != 0 and "exists and is not a copy of the model being replaced" in refused.stderr
     assert len(json.loads((target / "training.json").read_text())["runs"]) == 2
     os.replace(other, str(target) + ".old")
     refused = subprocess.run(ship, capture_output=True, text=True, timeout=600)

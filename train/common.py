@@ -131,8 +131,9 @@ def add_common_args(parser: argparse.ArgumentParser, learning_rate: float = 5e-5
     ckpt.add_argument(
         "--overwrite_output_dir",
         action="store_true",
-        help="start a new run in an --output_dir that holds an earlier one (its checkpoints and logs are deleted); "
-        "without it such a folder is refused unless the run resumes",
+        help="start a new run in an --output_dir that holds an earlier one (its model, checkpoints, logs and "
+        "validation images are deleted; other files are kept); without it such a folder is refused unless the run "
+        "resumes",
     )
     ckpt.add_argument("--report_to", default="tensorboard", help="tensorboard, wandb, all or none")
     ckpt.add_argument("--logging_dir", default="logs", help="tracker folder, relative to --output_dir")
@@ -200,8 +201,14 @@ def check_resolution(resolution: int, multiple: int, what: str, flag: str = "--r
         )
 
 
-# What a run leaves in its --output_dir besides the model: a new run there would replace them.
+# What a run leaves in its --output_dir besides checkpoints: a new run there would replace them.
 RUN_FILES = ("loss_log.csv", "validation_log.csv")
+# Everything the trainers write there (the model's components, its marker, the logs and validation images; the
+# tracker folder is --logging_dir): what --overwrite_output_dir deletes. Nothing else in the folder is touched.
+TRAINER_OUTPUTS = (
+    *RUN_FILES, "model_index.json", "validation", "unet", "vae", "scheduler", "image_encoder", "blur_encoder",
+    "feature_extractor", "pytorch_lora_weights.safetensors",
+)  # fmt: skip
 
 
 def earlier_run(output_dir: Path) -> list[str]:
@@ -214,6 +221,20 @@ def earlier_run(output_dir: Path) -> list[str]:
     return found
 
 
+def clear_earlier_run(args: argparse.Namespace, output_dir: Path) -> None:
+    """--overwrite_output_dir: delete what an earlier run wrote (`TRAINER_OUTPUTS`, checkpoints, the tracker
+    folder, the flags files). Called by the main process only, before the trackers start."""
+    if not getattr(args, "overwrite_output_dir", False) or not output_dir.is_dir():
+        return
+    for path in output_dir.iterdir():
+        ours = path.name in TRAINER_OUTPUTS or path.name == args.logging_dir or path.name.endswith("_args.json")
+        if ours or (CHECKPOINT_PATTERN.match(path.name) and path.is_dir()):
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+
+
 def check_output_dir(
     output_dir: str | os.PathLike,
     inputs: dict[str, str | os.PathLike | None],
@@ -221,8 +242,12 @@ def check_output_dir(
     overwrite: bool = False,
 ) -> Path:
     """Refuse an output folder that is an input, lies inside one, or contains one (the model would overwrite it),
-    and one that holds an earlier run unless this run resumes it (`resume`) or replaces it (`overwrite`: its
-    checkpoints, logs and model marker are deleted here, so that `latest` never resumes the old run)."""
+    and one that holds an earlier run unless this run resumes it (`resume`) or replaces it (`overwrite`; the
+    deleting is `clear_earlier_run`'s, on the main process once every process has passed these checks).
+
+    Read-only: every process runs it. `resume="latest"` with no checkpoint to resume starts a new run, which is
+    refused too when the folder holds a finished model (its checkpoints deleted): it would be replaced.
+    """
     out = Path(output_dir).resolve()
     for flag, path in inputs.items():
         if path is None or not os.path.exists(path):
@@ -233,19 +258,22 @@ def check_output_dir(
                 f"--output_dir {output_dir} overlaps the input {flag} {path}; the trained model would be written into "
                 "(or over) its own input. Choose another folder."
             )
-    found = earlier_run(out) if resume is None else []
+    if resume is not None and overwrite:
+        raise ValueError(
+            "--resume_from_checkpoint continues the run in --output_dir and --overwrite_output_dir deletes it: "
+            "choose one"
+        )
+    found = earlier_run(out)
+    if resume == "latest" and not list_checkpoints(out) and (out / "model_index.json").is_file():
+        pass  # nothing to resume, a finished model to lose: refused below like a run without resume
+    elif resume is not None:
+        found = []
     if found and not overwrite:
         raise ValueError(
             f"--output_dir {output_dir} holds an earlier run ({', '.join(found)}); add --resume_from_checkpoint "
-            "latest to continue it, --overwrite_output_dir to start again there (its checkpoints and logs are "
-            "deleted), or choose another folder"
+            "latest to continue it, --overwrite_output_dir to start again there (the earlier run's model, "
+            "checkpoints, logs and validation images are deleted), or choose another folder"
         )
-    if found:
-        for path in out.iterdir():
-            if CHECKPOINT_PATTERN.match(path.name) and path.is_dir():
-                shutil.rmtree(path)
-        for name in (*RUN_FILES, "model_index.json"):
-            (out / name).unlink(missing_ok=True)
     return out
 
 
@@ -708,10 +736,12 @@ def make_accelerator(args: argparse.Namespace, project_name: str):
     if accelerator.is_main_process:
         output_dir.mkdir(parents=True, exist_ok=True)
         remove_stale_tmp(output_dir)
+        clear_earlier_run(args, output_dir)
         if report_to is not None:
             config = {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in vars(args).items()}
             accelerator.init_trackers(project_name, config=config)
         write_text(output_dir / f"{project_name}_args.json", json.dumps(vars(args), indent=2, default=str) + "\n")
+    accelerator.wait_for_everyone()  # the folder is cleared and set up before any process reads from it
     return accelerator
 
 

@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         axes[0][1].legend(fontsize=8)
     fig.tight_layout()
     with atomic_path(args.output) as tmp:  # the old figure stays until the new one is complete
-        fig.savefig(tmp, dpi=110)
+        fig.savefig(tmp, dpi=110, format=Path(args.output).suffix[1:].lower() or "png")
     print(f"wrote {args.output}")
     return 0
 

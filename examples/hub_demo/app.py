@@ -229,4 +229,6 @@ def build_demo() -> gr.Blocks:
 if __name__ == "__main__":
     get_pipeline()  # fail at start, not at the first request, if the model does not load
     sample_dir = [str(Path(SAMPLE).resolve().parent)] if os.path.isfile(SAMPLE) else []
-    build_demo().queue(default_concurrency_limit=1).launch(allowed_paths=sample_dir, max_file_size=MAX_FILE_SIZE)
+    # gradio serves files from the working and temporary folders only, unless told: the sample's and the outputs'.
+    allowed = [*sample_dir, str(OUTPUTS)]
+    build_demo().queue(default_concurrency_limit=1).launch(allowed_paths=allowed, max_file_size=MAX_FILE_SIZE)

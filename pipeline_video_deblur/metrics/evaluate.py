@@ -259,7 +259,9 @@ def add_eval_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--unsharp-amount", type=float, default=UNSHARP_AMOUNT, help="unsharp baseline amount")
     parser.add_argument("--unsharp-radius", type=float, default=UNSHARP_RADIUS, help="unsharp baseline radius (px)")
     parser.add_argument("--out", required=True, help="results JSON path; a CSV is written beside it")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out JSON and its CSV")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace an existing --out JSON, its CSV and --figures' images"
+    )
     parser.add_argument("--figures", default=None, help="folder for comparison figures (middle frame of each video)")
 
 
@@ -339,15 +341,17 @@ def run_eval(args: argparse.Namespace) -> int:
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
     start = time.time()
-    dataset = _load_dataset(args)  # before the model: a bad root fails fast
-    label, method = _method(args, device)
-    # Before the run, not after it: earlier results are not replaced unless asked.
+    # Before anything loads: earlier results (and figures) are not replaced unless asked.
     existing = [str(p) for p in (Path(args.out), Path(args.out).with_suffix(".csv")) if p.exists()]
+    if args.figures is not None and Path(args.figures).is_dir() and any(Path(args.figures).iterdir()):
+        existing.append(f"--figures {args.figures}")
     if existing and not getattr(args, "overwrite", False):
         raise ValueError(
             f"--out {args.out!r}: {' and '.join(existing)} already exist(s); pass --overwrite to replace, or choose "
             "another --out"
         )
+    dataset = _load_dataset(args)  # before the model: a bad root fails fast
+    label, method = _method(args, device)
     indices = list(range(len(dataset.sequences)))[: args.max_sequences]
     lpips_metric = LPIPSMetric(device) if args.lpips else None
 

@@ -113,17 +113,18 @@ def test_eval_in_process_unsharp_and_errors(tmp_path, capsys):
     assert results["videos"]["seq"]["frames"] == 1 and results["videos"]["seq"]["tce"] is None
     assert "unsharp" in capsys.readouterr().out
 
+    fresh = tmp_path / "fresh.json"  # the errors below come before anything is written
     with pytest.raises(ValueError, match="nowhere"):
-        run_eval(_args(root=str(tmp_path / "nowhere"), out=str(out)))
+        run_eval(_args(root=str(tmp_path / "nowhere"), out=str(fresh)))
     with pytest.raises(ValueError, match="'mnist'"):
-        run_eval(_args(root=str(tmp_path), dataset="mnist", out=str(out)))
+        run_eval(_args(root=str(tmp_path), dataset="mnist", out=str(fresh)))
     (tmp_path / "GOPRO_Large" / "train").mkdir()
     with pytest.raises(ValueError, match="'train'.*no sequences"):
-        run_eval(_args(root=str(tmp_path), split="train", out=str(out)))
+        run_eval(_args(root=str(tmp_path), split="train", out=str(fresh)))
     with pytest.raises(ValueError, match="does not exist"):
-        run_eval(_args(root=str(tmp_path), baseline=None, model=str(tmp_path / "no_model"), out=str(out)))
+        run_eval(_args(root=str(tmp_path), baseline=None, model=str(tmp_path / "no_model"), out=str(fresh)))
     with pytest.raises(ValueError, match="max-frames"):
-        run_eval(_args(root=str(tmp_path), max_frames=0, out=str(out)))
+        run_eval(_args(root=str(tmp_path), max_frames=0, out=str(fresh)))
     # The CSV goes beside the JSON under the same stem: a .csv --out would have the CSV overwrite the JSON.
     with pytest.raises(ValueError, match=r"--out '.*r\.csv' ends in \.csv; expected the JSON path"):
         run_eval(_args(root=str(tmp_path), baseline="unsharp", out=str(tmp_path / "r.csv")))
@@ -137,6 +138,11 @@ def test_eval_in_process_unsharp_and_errors(tmp_path, capsys):
     assert run_eval(_args(root=str(tmp_path), baseline="unsharp", out=str(out), max_frames=2, overwrite=True)) == 0
     assert json.loads(out.read_text())["videos"]["seq"]["frames"] == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == ["GOPRO_Large", "unsharp.csv", "unsharp.json"]
+    figures = tmp_path / "figures"
+    figures.mkdir()
+    (figures / "seq_000000.png").write_bytes(b"an earlier figure")
+    with pytest.raises(ValueError, match=r"--figures .*figures already exist\(s\)"):
+        run_eval(_args(root=str(tmp_path), baseline="unsharp", out=str(tmp_path / "other.json"), figures=str(figures)))
 
 
 @pytest.mark.parametrize(

@@ -4,6 +4,8 @@ are pruned only after the new one is complete, and only the trainer's own leftov
 
 from __future__ import annotations
 
+import argparse
+import shutil
 import sys
 
 import pytest
@@ -32,20 +34,36 @@ def test_an_earlier_run_is_refused_unless_resumed_or_replaced(tmp_path):
     common.check_output_dir(out, {}, resume="latest")  # resuming it is what the folder is for
     assert (out / "checkpoint-3").is_dir()
 
-    common.check_output_dir(out, {}, overwrite=True)
-    # The old run's checkpoints (which `latest` would resume) and logs are gone; the model marker too, so the folder
-    # is not taken for a finished model while the new run trains. Its components are replaced when it saves.
-    assert not (out / "checkpoint-3").exists() and not (out / "loss_log.csv").exists()
-    assert not (out / "model_index.json").exists() and (out / "unet").is_dir()
+    common.check_output_dir(out, {}, overwrite=True)  # allowed; the deleting waits for the main process
+    assert (out / "checkpoint-3").is_dir()
+    with pytest.raises(ValueError, match="choose one"):
+        common.check_output_dir(out, {}, resume="latest", overwrite=True)
     common.check_output_dir(tmp_path / "new", {})  # a new folder: nothing to refuse
 
+    # `latest` with no checkpoint left but a finished model: a new run would replace the model, so it is refused.
+    shutil.rmtree(out / "checkpoint-3")
+    with pytest.raises(ValueError, match=r"holds an earlier run \(loss_log.csv, model_index.json\)"):
+        common.check_output_dir(out, {}, resume="latest")
+    (out / "model_index.json").unlink()  # a run killed before its first checkpoint: started again
+    common.check_output_dir(out, {}, resume="latest")
 
-def test_the_flag_is_parsed_by_every_stage():
-    import argparse
 
+def test_overwrite_deletes_the_earlier_run_and_nothing_else(tmp_path):
+    out = earlier_run_in(tmp_path / "out")
+    for name in ("validation", "logs", "vae"):
+        (out / name).mkdir()
+    (out / "stage1_blur_encoder_args.json").write_text("{}")
+    (out / "notes.txt").write_text("mine\n")
+    args = parse("--output_dir", str(out), "--overwrite_output_dir")
+    common.clear_earlier_run(args, out)
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
+    common.clear_earlier_run(parse("--output_dir", str(out)), out)  # without the flag: nothing is deleted
+    assert (out / "notes.txt").is_file()
+
+
+def parse(*flags: str) -> argparse.Namespace:
     parser = common.add_common_args(argparse.ArgumentParser())
-    args = parser.parse_args(["--train_data_dir", "d", "--output_dir", "o", "--overwrite_output_dir"])
-    assert args.overwrite_output_dir is True
+    return parser.parse_args(["--train_data_dir", "d", *flags])
 
 
 def test_checkpoints_are_pruned_only_after_the_new_one_is_saved(tmp_path):
@@ -91,3 +109,22 @@ def test_logs_rewritten_on_resume_keep_the_steps_before_it(tmp_path):
     assert (tmp_path / "loss_log.csv").read_text().splitlines() == ["step,loss", "1,0.5", "2,0.4"]
     assert (tmp_path / "validation_log.csv").read_text().splitlines() == ["step,psnr", "1,20"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["loss_log.csv", "validation_log.csv"]  # no temporaries
+
+
+def test_a_stage_started_again_with_overwrite_output_dir(tmp_path, stage1_run, train_data, tiny_pipeline_dir):
+    """The real script: the earlier run (2 steps, checkpoints 1 and 2) is replaced by a 1-step run, and a folder
+    of the user's beside it stays."""
+    from train_helpers import TINY_TRAIN_FLAGS, run_script
+
+    out = tmp_path / "again"
+    shutil.copytree(stage1_run, out)
+    (out / "notes.txt").write_text("mine\n")
+    flags = ["--pretrained_model_name_or_path", tiny_pipeline_dir, "--train_data_dir", train_data,
+             "--output_dir", out, "--max_train_steps", "1", *TINY_TRAIN_FLAGS]  # fmt: skip
+    refused = run_script([TRAIN / "stage1_blur_encoder.py", *flags], check=False)
+    assert refused.returncode != 0 and "holds an earlier run" in refused.stderr
+    assert (out / "checkpoint-2").is_dir()
+    run_script([TRAIN / "stage1_blur_encoder.py", *flags, "--overwrite_output_dir"])
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-1"]
+    assert [line.split(",")[0] for line in (out / "loss_log.csv").read_text().splitlines()] == ["step", "1"]
+    assert (out / "notes.txt").read_text() == "mine\n" and (out / "model_index.json").is_file()

@@ -66,8 +66,15 @@ def main() -> int:
             f"{old} is left from an interrupted ship: move it back to {target} (if that is missing) or delete it"
         )
     kept = os.path.abspath(args.keep_replaced) if args.keep_replaced is not None else None
-    if kept is not None and os.path.exists(kept) and unet_digest(kept) != unet_digest(target):
-        raise SystemExit(f"--keep-replaced {args.keep_replaced} exists and holds another model; choose another folder")
+    if kept is not None and os.path.isdir(kept) and not os.listdir(kept):
+        os.rmdir(kept)  # an empty folder made for it: the model goes there
+    if kept is not None and os.path.exists(kept):
+        same = unet_digest(kept)
+        if same is None or same != unet_digest(target):
+            raise SystemExit(
+                f"--keep-replaced {args.keep_replaced} exists and is not a copy of the model being replaced; choose "
+                "another folder"
+            )
     pipe = VideoDeblurPipeline.from_pretrained(source)
     # The UNet is stored in float16 to keep the package small (it loads back as float32: diffusers casts to the
     # model's dtype); the CLIP encoders are tiny and stay float32, since transformers keeps the stored dtype.
