@@ -17,11 +17,10 @@ from __future__ import annotations
 
 import json
 import os
+import uuid
 from pathlib import Path
 
 import torch
-
-from .atomic import atomic_path
 
 LORA_WEIGHT_NAME = "pytorch_lora_weights.safetensors"
 LORA_TARGET_MODULES = ("to_q", "to_k", "to_v", "to_out.0")
@@ -89,8 +88,15 @@ def save_lora(
         "target_modules": json.dumps(sorted(config.target_modules)),
     }
     path = Path(save_directory) / weight_name
-    with atomic_path(path) as tmp:  # an existing file is replaced only by a complete one
-        save_file(state, tmp, metadata=metadata)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Written beside and renamed: an existing file is replaced only by a complete one. Not `atomic.atomic_path`:
+    # this module is copied into Hub repos as remote code, where it may import nothing of the package.
+    tmp = path.with_name(f".{path.stem}-tmp{uuid.uuid4().hex[:8]}{path.suffix}")
+    try:
+        save_file(state, str(tmp), metadata=metadata)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path
 
 
