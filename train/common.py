@@ -216,7 +216,7 @@ def earlier_run(output_dir: Path) -> list[str]:
     if not output_dir.is_dir():
         return []
     found = [name for name in RUN_FILES if (output_dir / name).is_file()]
-    found += sorted(p.name for p in output_dir.iterdir() if CHECKPOINT_PATTERN.match(p.name) and p.is_dir())[:3]
+    found += [path.name for _, path in list_checkpoints(output_dir)][:3]
     found += [name for name in ("model_index.json",) if (output_dir / name).is_file()]
     return found
 
@@ -264,9 +264,11 @@ def check_output_dir(
             "choose one"
         )
     found = earlier_run(out)
-    if resume == "latest" and not list_checkpoints(out) and (out / "model_index.json").is_file():
-        pass  # nothing to resume, a finished model to lose: refused below like a run without resume
-    elif resume is not None:
+    # A resumed run continues the earlier one, except `latest` with no checkpoint left beside a finished model: that
+    # starts afresh and would replace the model, so it is refused like a run without resume.
+    if resume is not None and (
+        resume != "latest" or list_checkpoints(out) or not (out / "model_index.json").is_file()
+    ):
         found = []
     if found and not overwrite:
         raise ValueError(

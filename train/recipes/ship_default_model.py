@@ -121,14 +121,14 @@ def main() -> int:
     if replaced:
         os.replace(target, old)
     os.replace(tmp, target)
-    if replaced and kept is not None:
-        if not os.path.exists(kept):  # else it holds this very model already (checked above)
-            os.makedirs(os.path.dirname(kept), exist_ok=True)
-            shutil.move(old, kept)  # a move, not a rename: DIR may be on another disk
+    keep = replaced and kept is not None
+    if keep and not os.path.exists(kept):  # else it holds this very model already (checked above)
+        os.makedirs(os.path.dirname(kept), exist_ok=True)
+        shutil.move(old, kept)  # a move, not a rename: DIR may be on another disk
     shutil.rmtree(old, ignore_errors=True)
     size = sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(target) for f in files)
     print(f"shipped {source} -> {target} ({size / 1e6:.1f} MB)")
-    if replaced and kept is not None:
+    if keep:
         print(f"the model it replaced is in {kept}")
     return 0
 
