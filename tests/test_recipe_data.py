@@ -89,3 +89,14 @@ def test_a_continued_run_is_named_after_its_settings_and_kept_to_its_data(tmp_pa
     (run / "stage2_finetune_args.json").write_text(json.dumps({"train_data_dir": str(tmp_path / "data")}))
     resumed = _recipe(tmp_path, **plan)
     assert resumed.returncode == 0 and f"(STOP_AFTER=plan): {run}\n" in resumed.stdout
+
+
+def test_data_seed_renders_other_train_sequences(tmp_path):
+    done = _recipe(tmp_path, TRAIN_SEQUENCES="1", TRAIN_FRAMES="2", DATA_SEED="2", SYNTH_WORKERS="1")
+    assert done.returncode == 0, done.stderr[-3000:]
+    (train,) = (tmp_path / "data" / "train").iterdir()
+    assert json.loads((train / "meta.json").read_text())["seed"] == 2
+    # The validation clips stay those of seed 1, whatever the train data's seed.
+    assert {
+        json.loads((clip / "meta.json").read_text())["seed"] for clip in (tmp_path / "data" / "test").iterdir()
+    } == {1}

@@ -65,9 +65,10 @@ def dead_leaves_image(
     field = (field - field.mean()) / field.std()
     # Inverse-CDF draws of p(r) ~ r^-3 on [min_radius, max_radius].
     lo, hi = min_radius**-2.0, max_radius**-2.0
-    shapes = 0
-    # Front to back: a shape paints only what no earlier (nearer) shape covers.
-    while covered.mean() < coverage and shapes < max_shapes:
+    shapes = painted = 0
+    # Front to back: a shape paints only what no earlier (nearer) shape covers. The painted pixels are counted as
+    # they are added (covered.mean() over the whole canvas at every shape took half the time of a still).
+    while painted / covered.size < coverage and shapes < max_shapes:
         radius = (lo - rng.random() * (lo - hi)) ** -0.5 * supersample
         cx, cy = rng.uniform(-radius, big + radius, 2)
         x0, x1 = int(max(cx - 1.5 * radius, 0)), int(min(cx + 1.5 * radius + 1, big))
@@ -93,9 +94,10 @@ def dead_leaves_image(
         shade = 1 + slope[0] * dx + slope[1] * dy
         if rng.random() < textured:
             shade = shade + rng.uniform(0.05, 0.35) * field[y0:y1, x0:x1]
-        patch = np.clip(colour[None, None, :] * shade[..., None], 0, 1)
-        canvas[y0:y1, x0:x1][mask] = patch[mask]
+        # Shaded only where it paints (the same values as shading the whole box, in a fraction of the time).
+        canvas[y0:y1, x0:x1][mask] = np.clip(colour[None, :] * shade[mask][:, None], 0, 1)
         covered[y0:y1, x0:x1] |= mask
+        painted += int(np.count_nonzero(mask))
         shapes += 1
     image = canvas.reshape(size, supersample, size, supersample, 3).mean((1, 3))
     image += rng.normal(0, 0.01, image.shape)

@@ -35,6 +35,9 @@ SEED=${SEED:-0}
 # +0.1..+0.25 dB). Rendering costs about 1 s per sequence per core. Versions <= 0.2 used 32 x 24 frames.
 TRAIN_SEQUENCES=${TRAIN_SEQUENCES:-512}
 TRAIN_FRAMES=${TRAIN_FRAMES:-12}
+# DATA_SEED=S: render the train sequences with seed S instead of 1: other motions, blurs and compositions of the
+# same stills, none of them a sequence an earlier run (seed 1) trained on (use a new DATA folder).
+DATA_SEED=${DATA_SEED:-1}
 SYNTH_WORKERS=${SYNTH_WORKERS:-$(nproc)}
 # TRAIN_PHOTOS_DIR=folder: render the train sequences from your own stills instead of the bundled train photos
 # (video-deblur synth --photos; use a new DATA folder: one folder never mixes the two).
@@ -124,8 +127,8 @@ fi
 # --skip-existing: an interrupted run keeps the sequences already written (each is complete or absent) and
 # refuses a folder written with other settings rather than mixing them.
 OMP_NUM_THREADS=1 $PYTHON -m pipeline_video_deblur.cli synth --out "$DATA" --split train --skip-existing \
-    --workers "$SYNTH_WORKERS" --sequences "$TRAIN_SEQUENCES" --frames "$TRAIN_FRAMES" --size 128x128 --seed 1 \
-    ${TRAIN_PHOTOS_DIR:+--photos "$TRAIN_PHOTOS_DIR"}
+    --workers "$SYNTH_WORKERS" --sequences "$TRAIN_SEQUENCES" --frames "$TRAIN_FRAMES" --size 128x128 \
+    --seed "$DATA_SEED" ${TRAIN_PHOTOS_DIR:+--photos "$TRAIN_PHOTOS_DIR"}
 OMP_NUM_THREADS=1 $PYTHON -m pipeline_video_deblur.cli synth --out "$DATA" --split test --skip-existing \
     --sequences 2 --frames 16 --size 128x128 --seed 1
 [ "${STOP_AFTER:-}" != data ] || { echo "== stopped after the data (STOP_AFTER=data)"; exit 0; }
