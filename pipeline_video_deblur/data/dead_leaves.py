@@ -85,7 +85,8 @@ def dead_leaves_image(
             across = -np.sin(angle) * dx + np.cos(angle) * dy
             mask = (np.abs(along) <= radius) & (np.abs(across) <= radius / aspect)
         mask &= ~covered[y0:y1, x0:x1]
-        if not mask.any():
+        new_pixels = int(np.count_nonzero(mask))
+        if not new_pixels:
             continue
         colour = rng.random(3) ** 1.5
         saturation = rng.random() ** 2 * 0.8
@@ -97,7 +98,7 @@ def dead_leaves_image(
         # Shaded only where it paints (the same values as shading the whole box, in a fraction of the time).
         canvas[y0:y1, x0:x1][mask] = np.clip(colour[None, :] * shade[mask][:, None], 0, 1)
         covered[y0:y1, x0:x1] |= mask
-        painted += int(np.count_nonzero(mask))
+        painted += new_pixels
         shapes += 1
     image = canvas.reshape(size, supersample, size, supersample, 3).mean((1, 3))
     image += rng.normal(0, 0.01, image.shape)
