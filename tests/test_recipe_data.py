@@ -100,3 +100,28 @@ def test_data_seed_renders_other_train_sequences(tmp_path):
     assert {
         json.loads((clip / "meta.json").read_text())["seed"] for clip in (tmp_path / "data" / "test").iterdir()
     } == {1}
+
+
+def test_gpu_lease_renders_its_data_then_refuses_a_budget_too_short_to_train(tmp_path):
+    """train/recipes/gpu_lease.sh up to its training step (which needs minutes: rehearsed by hand, see its header):
+    the stills and the photo mix, the train sequences of its seed, the validation clips, and a clear stop when the
+    time left could not train."""
+    env = {
+        **os.environ, "PYTHON": sys.executable, "OUT": str(tmp_path / "out"), "W": str(tmp_path / "w"),
+        "LEAVES": "2", "PHOTO_COPIES": "5", "SEQ": "3", "TOTAL": "30",
+    }  # fmt: skip
+    done = subprocess.run(
+        ["bash", str(REPO / "train" / "recipes" / "gpu_lease.sh")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert done.returncode == 2, done.stdout[-3000:] + done.stderr[-3000:]
+    log = (tmp_path / "out" / "log.txt").read_text()
+    assert "data: 3 train sequences" in log and "s left for training: raise TOTAL" in log
+    mix = sorted(p.name for p in (tmp_path / "w" / "mix").iterdir())
+    assert mix[:2] == ["leaves_00000.png", "leaves_00001.png"] and len(mix) == 2 + 8  # photos capped at the stills
+    meta = json.loads((tmp_path / "w" / "data" / "train" / "synth_train_000" / "meta.json").read_text())
+    assert meta["seed"] == 4 and meta["photos_dir"] == str((tmp_path / "w" / "mix").resolve())
+    assert len(list((tmp_path / "w" / "data" / "test").iterdir())) == 2

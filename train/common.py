@@ -76,6 +76,15 @@ def add_common_args(parser: argparse.ArgumentParser, learning_rate: float = 5e-5
 
     opt = parser.add_argument_group("optimisation")
     opt.add_argument("--max_train_steps", type=int, default=1000, help="optimiser steps in all (resume included)")
+    opt.add_argument(
+        "--max_train_minutes",
+        type=float,
+        default=None,
+        help="wall-clock budget of this launch's training loop (a time-limited GPU job): after its first 60 steps the "
+        "run measures its speed and lowers --max_train_steps, and the LR schedule with it, to the steps that fit; "
+        "past the budget it stops at the next step. Either way it ends as a finished run does: a checkpoint, then "
+        "the model",
+    )
     opt.add_argument("--gradient_accumulation_steps", type=int, default=1)
     opt.add_argument("--learning_rate", type=float, default=learning_rate)
     opt.add_argument("--scale_lr", action="store_true", help="multiply the LR by batch x accumulation x processes")
@@ -189,6 +198,8 @@ def check_common_args(args: argparse.Namespace) -> None:
         )
     if args.dataloader_num_workers < 0:
         raise ValueError(f"--dataloader_num_workers must be non-negative, got {args.dataloader_num_workers}")
+    if args.max_train_minutes is not None and not args.max_train_minutes > 0:
+        raise ValueError(f"--max_train_minutes must be positive, got {args.max_train_minutes}")
     args.validation_resolution = args.validation_resolution or args.resolution
     args.validation_num_frames = args.validation_num_frames or args.num_frames
 
@@ -775,6 +786,67 @@ def make_optimizer(args: argparse.Namespace, params: list[torch.nn.Parameter], a
     return optimizer, lr_scheduler
 
 
+class TimeBudget:
+    """`--max_train_minutes`: fits the run's step count (and its LR schedule) to a wall-clock budget.
+
+    Steps `first + WARMUP` to `first + WARMUP + MEASURED` are timed (the first few are slow: allocator, cuDNN
+    autotuning, loader start-up); from their mean the budget's remaining time gives the last step that fits, with a
+    margin. Processes agree through the main one's clock, so a multi-GPU run stops at the same step everywhere.
+    """
+
+    WARMUP = 10
+    MEASURED = 50
+    MARGIN = 0.97
+
+    def __init__(self, minutes: float | None, first_step: int, accelerator):
+        self.seconds = None if minutes is None else minutes * 60
+        self.first_step = first_step
+        self.accelerator = accelerator
+        self.start = time.perf_counter()
+        self.mark = None
+
+    def _agree(self, value: int) -> int:
+        if self.accelerator.num_processes == 1:
+            return value
+        from accelerate.utils import broadcast_object_list
+
+        return broadcast_object_list([value], from_process=0)[0]
+
+    def last_step(self, step: int, max_steps: int) -> int:
+        """The step the run should end at, seen after optimiser step `step` (at most `max_steps`)."""
+        if self.seconds is None:
+            return max_steps
+        now = time.perf_counter()
+        elapsed = now - self.start
+        if step == self.first_step + self.WARMUP:
+            self.mark = now
+        last = max_steps
+        if elapsed >= self.seconds:
+            last = step
+        elif self.mark is not None and step == self.first_step + self.WARMUP + self.MEASURED:
+            per_step = (now - self.mark) / self.MEASURED
+            last = max(step, min(max_steps, step + int((self.seconds - elapsed) * self.MARGIN / per_step)))
+        return self._agree(last)  # every process calls this at every step: the main one's value wins
+
+
+def refit_lr_schedule(lr_scheduler, args: argparse.Namespace, accelerator) -> None:
+    """Rebuild the LR schedule's shape for a changed `args.max_train_steps` (its position is kept)."""
+    from diffusers.optimization import get_scheduler
+
+    inner = getattr(lr_scheduler, "scheduler", lr_scheduler)  # accelerate wraps it
+    if not hasattr(inner, "lr_lambdas"):
+        return
+    dummy = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    shape = get_scheduler(
+        args.lr_scheduler,
+        optimizer=dummy,
+        num_warmup_steps=args.lr_warmup_steps * accelerator.num_processes,
+        num_training_steps=args.max_train_steps * accelerator.num_processes,
+    )
+    if hasattr(shape, "lr_lambdas"):
+        inner.lr_lambdas = [shape.lr_lambdas[0]] * len(inner.lr_lambdas)
+
+
 def inverse_std(dataloader, sampler, values_of: Callable[[dict], torch.Tensor], batches: int = 8) -> float:
     """1 / std of `values_of(batch)` over the first `batches` training batches, in a data order of its own (epoch
     20,000 of the seeded sampler: reproducible, so a resumed run measures the same value; training sets its own
@@ -903,6 +975,7 @@ def train(t: Trainer) -> None:
             append_validation_log(output_dir, {"step": step, **metrics})
             logger.info(f"step {step}: validation " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
 
+    budget = TimeBudget(args.max_train_minutes, global_step, accelerator)
     t.model.train()
     epoch = first_epoch
     micro_step = 0
@@ -949,6 +1022,16 @@ def train(t: Trainer) -> None:
             loss_log.add({"step": global_step, "epoch": epoch, **logs})
             progress.update(1)
             progress.set_postfix(loss=f"{logs['loss']:.4f}", lr=f"{logs['lr']:.2e}")
+            last = budget.last_step(global_step, args.max_train_steps)
+            if last != args.max_train_steps:
+                logger.info(
+                    f"--max_train_minutes {args.max_train_minutes:g}: ending at step {last} instead of "
+                    f"{args.max_train_steps}"
+                )
+                args.max_train_steps = last
+                refit_lr_schedule(t.lr_scheduler, args, accelerator)
+                progress.total = last
+                progress.refresh()
 
             if global_step % args.checkpointing_steps == 0 or global_step == args.max_train_steps:
                 loss_log.flush()

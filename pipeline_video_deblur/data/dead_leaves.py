@@ -23,17 +23,17 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import multiprocessing
 import os
 import shutil
 import uuid
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
+
+from .workers import remove_stale_tmp, tmp_tag, worker_pool
 
 SETTINGS_FILE = "leaves.json"
 MIN_SIZE = 32
@@ -111,7 +111,7 @@ def still_name(index: int) -> str:
 
 def _put_still(path: Path, write: Callable[[Path], object]) -> None:
     """Have ``write`` make a temporary file beside ``path``, then move it there: a still is complete or absent."""
-    tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex}.tmp.png")
+    tmp = path.with_name(f".{path.stem}{tmp_tag()}.tmp.png")  # a killed writer's is removed by the next run
     try:
         write(tmp)
         os.replace(tmp, path)
@@ -192,6 +192,7 @@ def write_dead_leaves(
     elif any(folder.glob("leaves_*.png")):
         raise ValueError(f"{str(out)!r} holds leaves_*.png stills but no {SETTINGS_FILE}; use another --out folder")
     folder.mkdir(parents=True, exist_ok=True)
+    remove_stale_tmp(folder, ".leaves_*.tmp.png")  # stills a killed writer left half-written
     count_before = len(list(folder.glob("leaves_*.png")))
     record = dict(settings, count=max(int(count), count_before))
     tmp = settings_path.with_name(f".{SETTINGS_FILE}.{uuid.uuid4().hex}.tmp")
@@ -210,9 +211,7 @@ def write_dead_leaves(
             _write_still(str(folder), index, seed, size)
             bar.update()
     else:
-        # spawn, not fork: the parent may hold thread pools (torch's, through the CLI) a forked child must not inherit.
-        context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(min(workers, len(todo)), mp_context=context) as pool:
+        with worker_pool(min(workers, len(todo))) as pool:
             for _ in pool.map(_write_still, [str(folder)] * len(todo), todo, [seed] * len(todo), [size] * len(todo)):
                 bar.update()
     bar.close()

@@ -28,7 +28,6 @@ import json
 import math
 import os
 import shutil
-import uuid
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +36,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from ..atomic import replace_dir
+from .workers import remove_stale_tmp, tmp_tag, worker_pool
 
 # Photo name -> file in scikit-image's bundled data folder (these ship with the wheel; none is fetched).
 PHOTO_FILES = {
@@ -386,7 +386,7 @@ def _write_sequence(
     }
     target = out / split / sequence_name(split, index)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp-{uuid.uuid4().hex[:8]}")
+    tmp = target.with_name(f".{target.name}.tmp{tmp_tag()}")  # a killed writer's is removed by the next run
     try:
         for folder, array in (("blur", blur), ("blur_gamma", blur_gamma), ("sharp", sharp)):
             (tmp / folder).mkdir(parents=True)
@@ -485,6 +485,8 @@ def make_synthetic_dataset(
         photos_dir = str(Path(photos_dir).resolve())
     settings = _photo_settings(photos_dir, photos)
     out = Path(out)
+    for s in splits:  # sequences a killed writer left half-written
+        remove_stale_tmp(out / s, f".{sequence_name(s, 0).rsplit('_', 1)[0]}_*.tmp-*")
     jobs = []
     for s in splits:
         for i in range(sequences):
@@ -505,12 +507,7 @@ def make_synthetic_dataset(
             written.append(_write_sequence(*job))
             bar.update()
     else:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
-
-        # spawn, not fork: the parent may hold torch's thread pools, which a forked child must not inherit.
-        context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=context, initializer=_worker_init) as pool:
+        with worker_pool(min(workers, len(jobs)), initializer=_worker_init) as pool:
             futures = [pool.submit(_write_sequence, *job) for job in jobs]
             written = []
             for future in futures:

@@ -1,0 +1,90 @@
+"""`--max_train_minutes`: the step count and LR schedule fitted to a wall-clock budget (a time-limited GPU job)."""
+
+from __future__ import annotations
+
+import csv
+import math
+import sys
+from argparse import Namespace
+
+import pytest
+import torch
+from train_helpers import TINY_TRAIN_FLAGS, TRAIN, run_script
+
+sys.path.insert(0, str(TRAIN))
+import common  # noqa: E402
+
+
+class Clock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_budget_measures_steps_after_the_warmup_and_fits_the_rest(monkeypatch):
+    from accelerate import Accelerator
+
+    clock = Clock()
+    monkeypatch.setattr(common.time, "perf_counter", clock)
+    budget = common.TimeBudget(1.0, first_step=200, accelerator=Accelerator(cpu=True))  # a resumed run, 60 s
+    clock.now += 5.0  # a slow first stretch (start-up) that the measurement must leave out
+    seen = {}
+    for step in range(201, 261):
+        clock.now += 0.5 if step > 210 else 0.0
+        seen[step] = budget.last_step(step, 10_000)
+    # Steps 211..260 took 0.5 s each: 30 s of the 60 are gone at step 260, the other 30 s hold 30 * 0.97 / 0.5.
+    assert set(seen[s] for s in range(201, 260)) == {10_000}
+    assert seen[260] == 260 + int(30.0 * 0.97 / 0.5)
+    assert budget.last_step(261, 100) == 100  # never past --max_train_steps
+    clock.now += 31.0  # slower than measured: past the budget the run ends at the step it is at
+    assert budget.last_step(262, 318) == 262
+    assert common.TimeBudget(None, 0, Accelerator(cpu=True)).last_step(5, 7) == 7  # no budget: unchanged
+
+
+def test_refit_lr_schedule_ends_the_cosine_at_the_new_last_step():
+    from diffusers.optimization import get_scheduler
+
+    param = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.AdamW([param], lr=1e-3)
+    args = Namespace(lr_scheduler="cosine", lr_warmup_steps=10, max_train_steps=1000)
+    scheduler = get_scheduler("cosine", optimizer=optimizer, num_warmup_steps=10, num_training_steps=1000)
+    for _ in range(60):
+        optimizer.step()
+        scheduler.step()
+    args.max_train_steps = 110
+    common.refit_lr_schedule(scheduler, args, Namespace(num_processes=1))
+    assert scheduler.get_last_lr()[0] == pytest.approx(1e-3 * 0.5 * (1 + math.cos(math.pi * 50 / 990)))  # before
+    lrs = {}
+    for step in range(61, 111):
+        optimizer.step()
+        scheduler.step()
+        lrs[step] = scheduler.get_last_lr()[0]
+    assert lrs[85] == pytest.approx(1e-3 * 0.5 * (1 + math.cos(math.pi * 75 / 100)))
+    assert lrs[110] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_stage2_stops_at_the_budget_with_a_checkpoint_and_the_model(tmp_path, stage1_run, train_data):
+    out = tmp_path / "stage2"
+    result = run_script(
+        [TRAIN / "stage2_finetune.py", "--pretrained_model_name_or_path", stage1_run, "--train_data_dir", train_data,
+         "--output_dir", out, "--max_train_steps", "100000", "--max_train_minutes", "0.05", "--residual",
+         "--checkpointing_steps", "100000", *TINY_TRAIN_FLAGS]
+    )  # fmt: skip
+    with open(out / "loss_log.csv", newline="") as f:
+        last = int(list(csv.DictReader(f))[-1]["step"])
+    assert 1 <= last < 100_000
+    assert f"--max_train_minutes 0.05: ending at step {last} instead of 100000" in result.stderr + result.stdout
+    assert (out / f"checkpoint-{last}").is_dir()  # resumable where it stopped
+    assert (out / "model_index.json").is_file() and (out / "unet").is_dir()
+
+
+def test_bad_budget_is_named(tmp_path, stage1_run, train_data):
+    result = run_script(
+        [TRAIN / "stage2_finetune.py", "--pretrained_model_name_or_path", stage1_run, "--train_data_dir", train_data,
+         "--output_dir", tmp_path / "out", "--max_train_minutes", "0", *TINY_TRAIN_FLAGS],
+        check=False,
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert "--max_train_minutes must be positive, got 0.0" in result.stderr
