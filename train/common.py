@@ -26,7 +26,9 @@ import os
 import random
 import re
 import shutil
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -380,6 +382,12 @@ def load_dataset(args: argparse.Namespace, split: str, crop_size: int | None, nu
     return dataset
 
 
+def _loader_worker_ignores_sigterm(worker_id: int) -> None:
+    # A SIGTERM sent to the whole job (SLURM signals every process of it) is the main process's to handle: it saves a
+    # checkpoint (`StopRequest`), which a loader worker killed under it would turn into a crash. Workers exit with it.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 def make_train_dataloader(args: argparse.Namespace, dataset) -> tuple[torch.utils.data.DataLoader, EpochSampler]:
     if len(dataset) < args.train_batch_size:
         raise ValueError(f"{len(dataset)} training clips are fewer than --train_batch_size {args.train_batch_size}")
@@ -392,6 +400,7 @@ def make_train_dataloader(args: argparse.Namespace, dataset) -> tuple[torch.util
         num_workers=args.dataloader_num_workers,
         persistent_workers=False,
         pin_memory=torch.cuda.is_available(),
+        worker_init_fn=_loader_worker_ignores_sigterm if args.dataloader_num_workers > 0 else None,
     )
     return loader, sampler
 
@@ -829,6 +838,35 @@ class TimeBudget:
         return self._agree(last)  # every process calls this at every step: the main one's value wins
 
 
+class StopRequest:
+    """SIGTERM (what SLURM, Kubernetes and `kill` send before they kill a job) asks the loop to stop after the current
+    step: it then saves a checkpoint there and exits with status 143, so that the job, requeued with
+    `--resume_from_checkpoint latest`, loses no step. The model itself is not written: the run has not finished.
+    Processes agree through the main one, so a multi-GPU run saves the same step everywhere."""
+
+    def __init__(self, accelerator):
+        self.accelerator = accelerator
+        self.requested = False
+        self.previous = None
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGTERM, self._handle)
+
+    def _handle(self, signum, frame) -> None:
+        self.requested = True
+
+    def agreed(self) -> bool:
+        if self.accelerator.num_processes == 1:
+            return self.requested
+        from accelerate.utils import broadcast_object_list
+
+        return bool(broadcast_object_list([self.requested], from_process=0)[0])
+
+    def close(self) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGTERM, self.previous)
+            self.previous = None
+
+
 def refit_lr_schedule(lr_scheduler, args: argparse.Namespace, accelerator) -> None:
     """Rebuild the LR schedule's shape for a changed `args.max_train_steps` (its position is kept)."""
     from diffusers.optimization import get_scheduler
@@ -976,77 +1014,94 @@ def train(t: Trainer) -> None:
             logger.info(f"step {step}: validation " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
 
     budget = TimeBudget(args.max_train_minutes, global_step, accelerator)
+    stop = StopRequest(accelerator)
     t.model.train()
-    epoch = first_epoch
-    micro_step = 0
-    step_start = time.perf_counter()
-    while global_step < args.max_train_steps:
-        # accelerate's prepared loader sets its sampler's epoch to its own pass count when iterated, and a resumed
-        # process counts from 0: set the loader's count (which also sets the sampler) or epoch 0 is replayed.
-        t.sampler.set_epoch(epoch)
-        if hasattr(t.dataloader, "set_epoch"):
-            t.dataloader.set_epoch(epoch)
-        loader = t.dataloader
-        if epoch == first_epoch and skip_batches:
-            loader = accelerator.skip_first_batches(t.dataloader, skip_batches)
-            if hasattr(loader, "set_epoch"):  # accelerate < 1.15 starts the skipping loader's count at 0
-                loader.set_epoch(epoch)
-        for batch in loader:
-            if t.noise_rng is not None:
-                t.noise_rng.reseed(global_step, micro_step)
-            micro_step += 1
-            with accelerator.accumulate(t.model):
-                losses = t.compute_loss(batch)
-                accelerator.backward(losses["loss"])
-                if accelerator.sync_gradients and args.max_grad_norm > 0:
-                    accelerator.clip_grad_norm_(t.params, args.max_grad_norm)
-                t.optimizer.step()
-                t.lr_scheduler.step()
-                t.optimizer.zero_grad(set_to_none=True)
-            if not accelerator.sync_gradients:
-                continue
+    try:
+        epoch = first_epoch
+        micro_step = 0
+        step_start = time.perf_counter()
+        while global_step < args.max_train_steps:
+            # accelerate's prepared loader sets its sampler's epoch to its own pass count when iterated, and a resumed
+            # process counts from 0: set the loader's count (which also sets the sampler) or epoch 0 is replayed.
+            t.sampler.set_epoch(epoch)
+            if hasattr(t.dataloader, "set_epoch"):
+                t.dataloader.set_epoch(epoch)
+            loader = t.dataloader
+            if epoch == first_epoch and skip_batches:
+                loader = accelerator.skip_first_batches(t.dataloader, skip_batches)
+                if hasattr(loader, "set_epoch"):  # accelerate < 1.15 starts the skipping loader's count at 0
+                    loader.set_epoch(epoch)
+            for batch in loader:
+                if t.noise_rng is not None:
+                    t.noise_rng.reseed(global_step, micro_step)
+                micro_step += 1
+                with accelerator.accumulate(t.model):
+                    losses = t.compute_loss(batch)
+                    accelerator.backward(losses["loss"])
+                    if accelerator.sync_gradients and args.max_grad_norm > 0:
+                        accelerator.clip_grad_norm_(t.params, args.max_grad_norm)
+                    t.optimizer.step()
+                    t.lr_scheduler.step()
+                    t.optimizer.zero_grad(set_to_none=True)
+                if not accelerator.sync_gradients:
+                    continue
 
-            # One optimiser step done.
-            micro_step = 0
-            if t.after_optimizer_step is not None:
-                t.after_optimizer_step()
-            if t.ema is not None:
-                t.ema.step(t.params)
-            global_step += 1
-            now = time.perf_counter()
-            logs = {k: float(v.detach()) for k, v in losses.items()}
-            logs["lr"] = t.lr_scheduler.get_last_lr()[0]
-            logs["seconds_per_step"] = now - step_start
-            step_start = now
-            accelerator.log(logs, step=global_step)
-            loss_log.add({"step": global_step, "epoch": epoch, **logs})
-            progress.update(1)
-            progress.set_postfix(loss=f"{logs['loss']:.4f}", lr=f"{logs['lr']:.2e}")
-            last = budget.last_step(global_step, args.max_train_steps)
-            if last != args.max_train_steps:
-                logger.info(
-                    f"--max_train_minutes {args.max_train_minutes:g}: ending at step {last} instead of "
-                    f"{args.max_train_steps}"
-                )
-                args.max_train_steps = last
-                refit_lr_schedule(t.lr_scheduler, args, accelerator)
-                progress.total = last
-                progress.refresh()
+                # One optimiser step done.
+                micro_step = 0
+                if t.after_optimizer_step is not None:
+                    t.after_optimizer_step()
+                if t.ema is not None:
+                    t.ema.step(t.params)
+                global_step += 1
+                now = time.perf_counter()
+                logs = {k: float(v.detach()) for k, v in losses.items()}
+                logs["lr"] = t.lr_scheduler.get_last_lr()[0]
+                logs["seconds_per_step"] = now - step_start
+                step_start = now
+                accelerator.log(logs, step=global_step)
+                loss_log.add({"step": global_step, "epoch": epoch, **logs})
+                progress.update(1)
+                progress.set_postfix(loss=f"{logs['loss']:.4f}", lr=f"{logs['lr']:.2e}")
+                last = budget.last_step(global_step, args.max_train_steps)
+                if last != args.max_train_steps:
+                    logger.info(
+                        f"--max_train_minutes {args.max_train_minutes:g}: ending at step {last} instead of "
+                        f"{args.max_train_steps}"
+                    )
+                    args.max_train_steps = last
+                    refit_lr_schedule(t.lr_scheduler, args, accelerator)
+                    progress.total = last
+                    progress.refresh()
 
-            if global_step % args.checkpointing_steps == 0 or global_step == args.max_train_steps:
-                loss_log.flush()
-                save_checkpoint(accelerator, output_dir, global_step, args.checkpoints_total_limit)
-            if (
-                args.validation_steps
-                and global_step % args.validation_steps == 0
-                and global_step < args.max_train_steps
-            ):
-                loss_log.flush()
-                run_validation(global_step)
-                step_start = time.perf_counter()
-            if global_step >= args.max_train_steps:
-                break
-        epoch += 1
+                saved = global_step % args.checkpointing_steps == 0 or global_step == args.max_train_steps
+                if saved:
+                    loss_log.flush()
+                    save_checkpoint(accelerator, output_dir, global_step, args.checkpoints_total_limit)
+                if (
+                    args.validation_steps
+                    and global_step % args.validation_steps == 0
+                    and global_step < args.max_train_steps
+                ):
+                    loss_log.flush()
+                    run_validation(global_step)
+                    step_start = time.perf_counter()
+                if stop.agreed():
+                    if not saved:
+                        loss_log.flush()
+                        save_checkpoint(accelerator, output_dir, global_step, args.checkpoints_total_limit)
+                    loss_log.flush()
+                    progress.close()
+                    logger.warning(
+                        f"SIGTERM: stopped at step {global_step} with checkpoint-{global_step}; continue with "
+                        "--resume_from_checkpoint latest"
+                    )
+                    accelerator.end_training()
+                    raise SystemExit(128 + signal.SIGTERM)
+                if global_step >= args.max_train_steps:
+                    break
+            epoch += 1
+    finally:
+        stop.close()
     progress.close()
     loss_log.flush()
 

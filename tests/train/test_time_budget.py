@@ -1,15 +1,22 @@
-"""`--max_train_minutes`: the step count and LR schedule fitted to a wall-clock budget (a time-limited GPU job)."""
+"""Runs that must stop early: `--max_train_minutes` fits the step count and LR schedule to a wall-clock budget (a
+time-limited GPU job); SIGTERM (a preempted or cancelled job) saves a checkpoint at the current step."""
 
 from __future__ import annotations
 
 import csv
 import math
+import os
+import re
+import signal
+import subprocess
 import sys
+import threading
+import time
 from argparse import Namespace
 
 import pytest
 import torch
-from train_helpers import TINY_TRAIN_FLAGS, TRAIN, run_script
+from train_helpers import PYTHON, REPO, TINY_TRAIN_FLAGS, TRAIN, run_script
 
 sys.path.insert(0, str(TRAIN))
 import common  # noqa: E402
@@ -88,3 +95,42 @@ def test_bad_budget_is_named(tmp_path, stage1_run, train_data):
     )  # fmt: skip
     assert result.returncode != 0
     assert "--max_train_minutes must be positive, got 0.0" in result.stderr
+
+
+def test_sigterm_to_the_job_saves_a_checkpoint_at_the_step_and_a_resume_goes_on(tmp_path, stage1_run, train_data):
+    out = tmp_path / "stage2"
+    flags = ["--pretrained_model_name_or_path", stage1_run, "--train_data_dir", train_data, "--output_dir", out,
+             "--residual", "--checkpointing_steps", "100000", *TINY_TRAIN_FLAGS]  # fmt: skip
+    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
+    command = [PYTHON, TRAIN / "stage2_finetune.py", *flags, "--max_train_steps", "100000"]
+    command += ["--dataloader_num_workers", "1"]  # the job's signal reaches the loader's worker too
+    process = subprocess.Popen(
+        [str(c) for c in command], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        start_new_session=True,
+    )  # fmt: skip
+    output = []
+    reader = threading.Thread(target=lambda: output.extend(iter(process.stdout.readline, "")), daemon=True)
+    reader.start()
+    deadline = time.monotonic() + 600
+    while not re.search(r"\b[1-9]\d*/100000", "".join(output)):  # the loop has made a step
+        assert process.poll() is None and time.monotonic() < deadline, "".join(output)[-3000:]
+        time.sleep(0.2)
+    os.killpg(process.pid, signal.SIGTERM)  # as SLURM does: every process of the job
+    process.wait(timeout=300)
+    reader.join(timeout=10)
+    text = "".join(output)
+    assert process.returncode == 128 + signal.SIGTERM, text[-3000:]
+    checkpoints = [p.name for p in out.glob("checkpoint-*")]
+    assert len(checkpoints) == 1, checkpoints
+    step = int(checkpoints[0].split("-")[1])
+    with open(out / "loss_log.csv", newline="") as f:
+        assert int(list(csv.DictReader(f))[-1]["step"]) == step
+    assert f"SIGTERM: stopped at step {step} with checkpoint-{step}" in text
+    assert not (out / "model_index.json").exists()  # not finished: no model
+
+    run_script(
+        [TRAIN / "stage2_finetune.py", *flags, "--max_train_steps", step + 2, "--resume_from_checkpoint", "latest"]
+    )
+    with open(out / "loss_log.csv", newline="") as f:
+        assert [int(row["step"]) for row in csv.DictReader(f)][-3:] == [step, step + 1, step + 2]
+    assert (out / "model_index.json").is_file()
