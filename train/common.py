@@ -874,7 +874,8 @@ def refit_lr_schedule(lr_scheduler, args: argparse.Namespace, accelerator) -> No
     inner = getattr(lr_scheduler, "scheduler", lr_scheduler)  # accelerate wraps it
     if not hasattr(inner, "lr_lambdas"):
         return
-    dummy = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    # The schedule's shape may depend on the initial LR (polynomial decays to an absolute end LR): the real one.
+    dummy = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=inner.base_lrs[0])
     shape = get_scheduler(
         args.lr_scheduler,
         optimizer=dummy,

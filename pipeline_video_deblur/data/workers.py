@@ -16,6 +16,7 @@ import multiprocessing
 import os
 import re
 import shutil
+import signal
 import socket
 import threading
 import time
@@ -30,9 +31,9 @@ _HOST = re.sub(r"[^A-Za-z0-9]", "", socket.gethostname())[:32] or "host"
 TMP_TAG = re.compile(r"-(?P<host>[A-Za-z0-9]+)-(?P<pid>\d+)-[0-9a-f]{8}")
 
 
-def tmp_tag() -> str:
-    """`-<host>-<pid>-<random>`: unique to one write, and says which process made it."""
-    return f"-{_HOST}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+def tmp_tag(pid: int | None = None) -> str:
+    """`-<host>-<pid>-<random>`: unique to one write, and says which process (this one by default) made it."""
+    return f"-{_HOST}-{os.getpid() if pid is None else int(pid)}-{uuid.uuid4().hex[:8]}"
 
 
 def _alive(pid: int) -> bool:
@@ -77,6 +78,9 @@ def _exit_with_parent(parent: int) -> None:
 
 
 def _start_worker(parent: int, initializer: Callable[[], None] | None) -> None:
+    # SIGTERM is the parent's to handle: `timeout` and job schedulers signal the whole process group, and a worker
+    # killed mid-job would leave its temporary files; the parent cancels the queue and lets the running jobs finish.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True, name="exit-with-parent").start()
     if initializer is not None:
         initializer()

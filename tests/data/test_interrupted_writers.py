@@ -20,7 +20,10 @@ ENV = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
 
 def start(*args) -> subprocess.Popen:
     command = [sys.executable, "-m", "pipeline_video_deblur.cli", *map(str, args)]
-    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV)
+    # A session of its own, so that a test can signal the whole group as `timeout` and job schedulers do.
+    return subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV, start_new_session=True
+    )
 
 
 def alive(pid: int) -> bool:
@@ -88,7 +91,7 @@ def started_writer(tmp_path: Path, writer: str, at_least: int = 3):
 @pytest.mark.parametrize("writer", ["synth", "leaves"])
 def test_sigterm_cancels_the_queue_and_leaves_whole_outputs_and_no_workers(tmp_path, writer):
     process, workers, folder, pattern = started_writer(tmp_path, writer)
-    process.send_signal(signal.SIGTERM)  # what `timeout` and `kill` send
+    os.killpg(process.pid, signal.SIGTERM)  # as `timeout` sends it: to the writer and its workers
     process.communicate(timeout=60)
     assert process.returncode == 128 + signal.SIGTERM
     wait_for(lambda: not any(alive(pid) for pid in workers), 15, f"the workers {sorted(workers)} exit")
@@ -107,7 +110,7 @@ def test_sigkill_workers_exit_with_their_parent_and_the_next_run_cleans_up(tmp_p
     written = len(list(folder.glob(pattern)))
     # What a killed worker leaves (planted too, in case this one finished its sequence first), beside a temporary
     # folder of a live writer and an untagged one, which the next run must keep.
-    dead = folder / f".synth_train_399.tmp{tmp_tag().replace(str(os.getpid()), str(max(workers)))}"
+    dead = folder / f".synth_train_399.tmp{tmp_tag(pid=max(workers))}"
     live, untagged = folder / f".synth_train_398.tmp{tmp_tag()}", folder / ".synth_train_397.tmp-0123abcd"
     for path in (dead, live, untagged):
         (path / "blur").mkdir(parents=True)
@@ -122,9 +125,8 @@ def test_sigkill_workers_exit_with_their_parent_and_the_next_run_cleans_up(tmp_p
 def test_remove_stale_tmp_deletes_only_dead_writers_of_this_host(tmp_path):
     finished = subprocess.Popen(["true"])
     finished.wait()  # a pid that no longer runs
-    tag = tmp_tag()
-    dead = tmp_path / f".leaves_00001{tag.replace(f'-{os.getpid()}-', f'-{finished.pid}-')}.tmp.png"
-    mine = tmp_path / f".leaves_00002{tag}.tmp.png"
+    dead = tmp_path / f".leaves_00001{tmp_tag(pid=finished.pid)}.tmp.png"
+    mine = tmp_path / f".leaves_00002{tmp_tag()}.tmp.png"
     other_host = tmp_path / f".leaves_00003-otherhost-{finished.pid}-0123abcd.tmp.png"
     still = tmp_path / "leaves_00004.png"
     for path in (dead, mine, other_host, still):

@@ -82,7 +82,7 @@ def test_stage2_stops_at_the_budget_with_a_checkpoint_and_the_model(tmp_path, st
     with open(out / "loss_log.csv", newline="") as f:
         last = int(list(csv.DictReader(f))[-1]["step"])
     assert 1 <= last < 100_000
-    assert f"--max_train_minutes 0.05: ending at step {last} instead of 100000" in result.stderr + result.stdout
+    assert re.search(rf"--max_train_minutes 0.05: ending at step {last} instead of \d+", result.stderr + result.stdout)
     assert (out / f"checkpoint-{last}").is_dir()  # resumable where it stopped
     assert (out / "model_index.json").is_file() and (out / "unet").is_dir()
 

@@ -83,9 +83,13 @@ LEFT=$((T0 + TOTAL - $(date +%s) - LOAD - END_RESERVE))
 [ "$LEFT" -gt 60 ] || { echo "only $LEFT s left for training: raise TOTAL or lower the data limits" >&2; exit 2; }
 MINUTES=$(awk -v s="$LEFT" 'BEGIN { printf "%.2f", s / 60 }')
 LRS=${LRS:-1e-4 2.5e-4}
+[ -n "${LRS// /}" ] || { echo "LRS is empty: give one learning rate or more" >&2; exit 2; }
+# A run still going this late (slow loading, a stalled step) is stopped, so that what finished is shipped in time:
+# SIGTERM makes it save a checkpoint and exit without its model.
+STOP_AT=$((T0 + TOTAL - 30))
 since "training: one run per learning rate ($LRS) side by side, $MINUTES min of loop each"
 train_one() {  # lr
-    timeout $((LEFT + LOAD + END_RESERVE / 2)) $PYTHON train/stage2_finetune.py --train_data_dir "$W/data" \
+    timeout $((STOP_AT - $(date +%s))) $PYTHON train/stage2_finetune.py --train_data_dir "$W/data" \
         --resolution "${RES:-96}" --num_frames 8 --train_batch_size "${BATCH:-16}" --seed 0 \
         --checkpointing_steps 1000 --checkpoints_total_limit 1 --validation_steps 0 --num_validation_clips 1 \
         --validation_inference_steps 10 --report_to none --dataloader_num_workers "${LOADERS:-6}" --allow_tf32 \
