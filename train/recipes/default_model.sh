@@ -80,6 +80,8 @@ STAGE2_STEPS=${STAGE2_STEPS:-2000}  # the shipped model: stopped at 1800 (STAGE2
 # noisiest timesteps, where the model has to deblur rather than denoise (the card's timestep table). A continued
 # run uses 'later' x 4 (57 % of the draws at t >= 750), as version 0.4 was trained; a run from scratch draws
 # uniformly, as versions <= 0.2 were.
+# STAGE2_MINUTES=M: stage 2 fits its steps and cosine to M minutes of its loop (--max_train_minutes), for a session
+# or job with a fixed end; STAGE2_STEPS stays the cap.
 CHECKPOINT_EVERY=${CHECKPOINT_EVERY:-100}
 VALIDATE_EVERY=${VALIDATE_EVERY:-0}
 
@@ -198,7 +200,8 @@ if ! done_pipeline "$OUT"; then
     $LAUNCH train/stage2_finetune.py "${COMMON[@]}" --output_dir "$OUT" \
         --pretrained_model_name_or_path "$START" --residual --use_ema --ema_decay 0.999 \
         --max_train_steps "$STAGE2_STEPS" --learning_rate "$STAGE2_LR" --lr_scheduler cosine --lr_warmup_steps 50 \
-        --timestep_bias_strategy "$STAGE2_TIMESTEP_BIAS" --timestep_bias_multiplier "$STAGE2_TIMESTEP_BIAS_MULTIPLIER"
+        --timestep_bias_strategy "$STAGE2_TIMESTEP_BIAS" --timestep_bias_multiplier "$STAGE2_TIMESTEP_BIAS_MULTIPLIER" \
+        ${STAGE2_MINUTES:+--max_train_minutes "$STAGE2_MINUTES"}
 fi
 
 echo "== ship"
