@@ -340,6 +340,23 @@ def render_sequence(
     return to_uint8(blur), to_uint8(blur_gamma), to_uint8(sharp), meta
 
 
+def link_photo_mix(leaves: str | os.PathLike, folder: str | os.PathLike, copies: int) -> int:
+    """Fill `folder` with links to the `leaves_*.png` stills in `leaves` and to each bundled train photo `copies` times
+    (the recipes' mix of procedural and photographic backgrounds for `synth --photos`). Links already there are kept,
+    so a rerun changes nothing. Returns the number of stills."""
+    leaves, folder = Path(leaves), Path(folder)
+    stills = sorted(leaves.glob("leaves_*.png"))
+    links = {still.name: still.resolve() for still in stills}
+    for name in TRAIN_PHOTOS:
+        path = photo_path(name)
+        links.update({f"photo_{name}_{k:02d}{path.suffix}": path for k in range(copies)})
+    folder.mkdir(parents=True, exist_ok=True)
+    for link, target in links.items():
+        if not (folder / link).is_symlink():
+            (folder / link).symlink_to(target)
+    return len(stills)
+
+
 def sequence_name(split: str, index: int) -> str:
     return f"synth_{split}_{index:03d}"
 

@@ -113,17 +113,8 @@ if [ "$TRAIN_LEAVES_PHOTOS" -gt 0 ]; then
     # links already there.
     $PYTHON - "$LEAVES_DIR" "$TRAIN_PHOTOS_DIR" "$TRAIN_LEAVES_PHOTOS" <<'PY'
 import sys
-from pathlib import Path
-from pipeline_video_deblur.data.synthetic import TRAIN_PHOTOS, photo_path
-leaves, folder, copies = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
-links = {still.name: still.resolve() for still in leaves.glob("leaves_*.png")}
-for name in TRAIN_PHOTOS:
-    path = photo_path(name)
-    links.update({f"photo_{name}_{k:02d}{path.suffix}": path for k in range(copies)})
-folder.mkdir(parents=True, exist_ok=True)
-for link, target in links.items():
-    if not (folder / link).is_symlink():
-        (folder / link).symlink_to(target)
+from pipeline_video_deblur.data.synthetic import link_photo_mix
+link_photo_mix(sys.argv[1], sys.argv[2], int(sys.argv[3]))
 PY
 fi
 # --skip-existing: an interrupted run keeps the sequences already written (each is complete or absent) and

@@ -56,20 +56,12 @@ $PYTHON - "$W/leaves" "$W/mix" "$PHOTO_COPIES" <<'PY'
 import sys
 from pathlib import Path
 
-from pipeline_video_deblur.data.synthetic import TRAIN_PHOTOS, photo_path
+from pipeline_video_deblur.data.synthetic import TRAIN_PHOTOS, link_photo_mix
 
-leaves, folder, copies = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
-stills = sorted(leaves.glob("leaves_*.png"))
-links = {still.name: still.resolve() for still in stills}
-copies = max(1, min(copies, len(stills) // len(TRAIN_PHOTOS)))  # the photos keep half the backgrounds at most
-for name in TRAIN_PHOTOS:
-    path = photo_path(name)
-    links.update({f"photo_{name}_{k:02d}{path.suffix}": path for k in range(copies)})
-folder.mkdir(parents=True, exist_ok=True)
-for link, target in links.items():
-    if not (folder / link).is_symlink():
-        (folder / link).symlink_to(target)
-print(f"{len(stills)} stills + {len(TRAIN_PHOTOS)} photos x {copies}")
+stills = len(list(Path(sys.argv[1]).glob("leaves_*.png")))  # as many as the time limit let it draw
+copies = max(1, min(int(sys.argv[3]), stills // len(TRAIN_PHOTOS)))  # the photos keep half the backgrounds at most
+link_photo_mix(sys.argv[1], sys.argv[2], copies)
+print(f"{stills} stills + {len(TRAIN_PHOTOS)} photos x {copies}")
 PY
 since "synth: $SEQ sequences, seed $DATA_SEED (at most ${SYNTH_LIMIT:=100} s)"
 OMP_NUM_THREADS=1 timeout "$SYNTH_LIMIT" $PYTHON -m pipeline_video_deblur.cli synth --out "$W/data" --split train \
