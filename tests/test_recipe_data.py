@@ -125,3 +125,30 @@ def test_gpu_lease_renders_its_data_then_refuses_a_budget_too_short_to_train(tmp
     meta = json.loads((tmp_path / "w" / "data" / "train" / "synth_train_000" / "meta.json").read_text())
     assert meta["seed"] == 4 and meta["photos_dir"] == str((tmp_path / "w" / "mix").resolve())
     assert len(list((tmp_path / "w" / "data" / "test").iterdir())) == 2
+
+
+def test_a_continued_run_with_more_layers_starts_from_a_deepened_copy(tmp_path):
+    """`UNET_LAYERS=2 CONTINUE=1` deepens the shipped UNet into the work folder (once) and names the run after it;
+    the shipped layer count is the same run as no setting; fewer layers are refused."""
+    import hashlib
+
+    weights = REPO / "pipeline_video_deblur" / "default_model" / "unet" / "diffusion_pytorch_model.safetensors"
+    digest = hashlib.sha256(weights.read_bytes()).hexdigest()[:12]
+    shipped = json.loads((weights.parent / "config.json").read_text())["layers_per_block"]
+    plan = {"CONTINUE": "1", "STOP_AFTER": "plan", "TRAIN_SEQUENCES": "1", "TRAIN_FRAMES": "2", "SYNTH_WORKERS": "1"}
+
+    deeper = _recipe(tmp_path, **plan, UNET_LAYERS=str(shipped + 1))
+    assert deeper.returncode == 0, deeper.stderr[-3000:]
+    assert f"(STOP_AFTER=plan): {tmp_path / f'continue_{digest}_layers{shipped + 1}'}\n" in deeper.stdout
+    copy = tmp_path / f"deepened_{digest}_layers{shipped + 1}"
+    assert json.loads((copy / "unet" / "config.json").read_text())["layers_per_block"] == shipped + 1
+    written = (copy / "unet" / "diffusion_pytorch_model.safetensors").stat().st_mtime_ns
+    again = _recipe(tmp_path, **plan, UNET_LAYERS=str(shipped + 1))
+    assert again.returncode == 0 and "== deepen" not in again.stdout
+    assert (copy / "unet" / "diffusion_pytorch_model.safetensors").stat().st_mtime_ns == written
+
+    same = _recipe(tmp_path, **plan, UNET_LAYERS=str(shipped))
+    assert same.returncode == 0 and f"(STOP_AFTER=plan): {tmp_path / f'continue_{digest}'}\n" in same.stdout
+    fewer = _recipe(tmp_path, **plan, UNET_LAYERS=str(shipped - 1))
+    assert fewer.returncode == 2 and f"UNET_LAYERS={shipped - 1}" in fewer.stderr
+    assert "can only add layers" in fewer.stderr

@@ -800,26 +800,19 @@ class TimeBudget:
 
     Steps `first + WARMUP` to `first + WARMUP + MEASURED` are timed (the first few are slow: allocator, cuDNN
     autotuning, loader start-up); from their mean the budget's remaining time gives the last step that fits, with a
-    margin. Processes agree through the main one's clock, so a multi-GPU run stops at the same step everywhere.
+    margin. Each process computes its own answer; the training loop takes the main one's (`agree_on_main`), so a
+    multi-GPU run stops at the same step everywhere.
     """
 
     WARMUP = 10
     MEASURED = 50
     MARGIN = 0.97
 
-    def __init__(self, minutes: float | None, first_step: int, accelerator):
+    def __init__(self, minutes: float | None, first_step: int):
         self.seconds = None if minutes is None else minutes * 60
         self.first_step = first_step
-        self.accelerator = accelerator
         self.start = time.perf_counter()
         self.mark = None
-
-    def _agree(self, value: int) -> int:
-        if self.accelerator.num_processes == 1:
-            return value
-        from accelerate.utils import broadcast_object_list
-
-        return broadcast_object_list([value], from_process=0)[0]
 
     def last_step(self, step: int, max_steps: int) -> int:
         """The step the run should end at, seen after optimiser step `step` (at most `max_steps`)."""
@@ -835,17 +828,27 @@ class TimeBudget:
         elif self.mark is not None and step == self.first_step + self.WARMUP + self.MEASURED:
             per_step = (now - self.mark) / self.MEASURED
             last = max(step, min(max_steps, step + int((self.seconds - elapsed) * self.MARGIN / per_step)))
-        return self._agree(last)  # every process calls this at every step: the main one's value wins
+        return last
+
+
+def agree_on_main(accelerator, *values):
+    """The main process's `values` on every process, in one broadcast (none with a single process): what the
+    training loop's per-step decisions (the time budget's last step, a SIGTERM) must agree on."""
+    if accelerator.num_processes == 1:
+        return list(values)
+    from accelerate.utils import broadcast_object_list
+
+    return broadcast_object_list(list(values), from_process=0)
 
 
 class StopRequest:
     """SIGTERM (what SLURM, Kubernetes and `kill` send before they kill a job) asks the loop to stop after the current
     step: it then saves a checkpoint there and exits with status 143, so that the job, requeued with
     `--resume_from_checkpoint latest`, loses no step. The model itself is not written: the run has not finished.
-    Processes agree through the main one, so a multi-GPU run saves the same step everywhere."""
+    The training loop takes the main process's `requested` (`agree_on_main`), so a multi-GPU run saves the same step
+    everywhere."""
 
-    def __init__(self, accelerator):
-        self.accelerator = accelerator
+    def __init__(self):
         self.requested = False
         self.previous = None
         if threading.current_thread() is threading.main_thread():
@@ -853,13 +856,6 @@ class StopRequest:
 
     def _handle(self, signum, frame) -> None:
         self.requested = True
-
-    def agreed(self) -> bool:
-        if self.accelerator.num_processes == 1:
-            return self.requested
-        from accelerate.utils import broadcast_object_list
-
-        return bool(broadcast_object_list([self.requested], from_process=0)[0])
 
     def close(self) -> None:
         if self.previous is not None:
@@ -1014,8 +1010,8 @@ def train(t: Trainer) -> None:
             append_validation_log(output_dir, {"step": step, **metrics})
             logger.info(f"step {step}: validation " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
 
-    budget = TimeBudget(args.max_train_minutes, global_step, accelerator)
-    stop = StopRequest(accelerator)
+    budget = TimeBudget(args.max_train_minutes, global_step)
+    stop = StopRequest()
     t.model.train()
     try:
         epoch = first_epoch
@@ -1063,7 +1059,10 @@ def train(t: Trainer) -> None:
                 loss_log.add({"step": global_step, "epoch": epoch, **logs})
                 progress.update(1)
                 progress.set_postfix(loss=f"{logs['loss']:.4f}", lr=f"{logs['lr']:.2e}")
-                last = budget.last_step(global_step, args.max_train_steps)
+                # One broadcast a step for both decisions (multi-process runs only).
+                last, stopping = agree_on_main(
+                    accelerator, budget.last_step(global_step, args.max_train_steps), stop.requested
+                )
                 if last != args.max_train_steps:
                     logger.info(
                         f"--max_train_minutes {args.max_train_minutes:g}: ending at step {last} instead of "
@@ -1086,7 +1085,7 @@ def train(t: Trainer) -> None:
                     loss_log.flush()
                     run_validation(global_step)
                     step_start = time.perf_counter()
-                if stop.agreed():
+                if stopping:
                     if not saved:
                         loss_log.flush()
                         save_checkpoint(accelerator, output_dir, global_step, args.checkpoints_total_limit)

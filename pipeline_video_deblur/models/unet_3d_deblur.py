@@ -118,3 +118,86 @@ def _checkpointed_forward(forward, *args, **kwargs):
     if torch.is_grad_enabled():
         return torch.utils.checkpoint.checkpoint(forward, *args, use_reentrant=False, **kwargs)
     return forward(*args, **kwargs)
+
+
+# The per-layer module lists of diffusers' 3D down and up blocks (the up blocks have one layer more).
+_LAYER_LISTS = ("resnets", "temp_convs", "attentions", "temp_attentions")
+
+
+def deepen_unet(unet: UNet3DConditionModel, layers_per_block: int, seed: int = 0) -> UNet3DConditionModel:
+    """A copy of `unet` with `layers_per_block` layers in every down block (one more in every up block) that
+    computes exactly the same function: a way to give a trained model more capacity without training it again.
+
+    Every layer of `unet` keeps its weights. Each added layer (resnet, temporal convolution, and where the block
+    has them spatial and temporal attention) starts as the identity: the last convolution or projection of each
+    residual branch is zero, and an added up-block resnet's 1x1 shortcut passes the hidden states through and
+    ignores its skip connection. The layers added to a down block therefore repeat the output of its last layer,
+    so the skip connections they add carry the same values as the one an up block's first resnet already reads,
+    and each old up-block resnet keeps the skip it was trained on. The rest of each added layer is drawn at
+    random (`seed`), so that training moves it as soon as the zeroed outputs become nonzero.
+    """
+    old = unet.config.layers_per_block
+    if not isinstance(old, int) or not isinstance(layers_per_block, int) or layers_per_block < old:
+        raise ValueError(
+            f"layers_per_block={layers_per_block!r}: expected an int >= the UNet's own layers_per_block ({old!r})"
+        )
+    config = {key: value for key, value in unet.config.items() if not key.startswith("_")}
+    config["layers_per_block"] = layers_per_block
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        deep = type(unet).from_config(config)
+    if (deep.dtype, deep.device) != (unet.dtype, unet.device):
+        deep.to(dtype=unet.dtype, device=unet.device)
+
+    for name, module in unet.named_children():
+        if name not in ("down_blocks", "up_blocks"):
+            getattr(deep, name).load_state_dict(module.state_dict())
+    added = layers_per_block - old
+    for old_block, new_block in zip(unet.down_blocks, deep.down_blocks):
+        # Down layer i keeps layer i; the added ones follow the old last layer.
+        _copy_layers(old_block, new_block, {i: i for i in range(old)})
+        if old_block.downsamplers is not None:
+            new_block.downsamplers.load_state_dict(old_block.downsamplers.state_dict())
+    for old_block, new_block in zip(unet.up_blocks, deep.up_blocks):
+        # Up resnet j reads the skip of down layer L-1-j, or the level below's output for j = L. The old first
+        # resnet stays first (it reads the old last down layer's output, which every added down layer repeats, and
+        # takes the hidden states from the level below); the added ones come right after it; the rest keep their
+        # distance from the end, and so their skips.
+        mapping = {0: 0, **{k: k + added for k in range(1, old + 1)}}
+        _copy_layers(old_block, new_block, mapping)
+        if old_block.upsamplers is not None:
+            new_block.upsamplers.load_state_dict(old_block.upsamplers.state_dict())
+    return deep
+
+
+def _copy_layers(old_block: torch.nn.Module, new_block: torch.nn.Module, mapping: dict[int, int]) -> None:
+    """Copy layer `i` of `old_block` to layer `mapping[i]` of `new_block`; make every other layer the identity."""
+    for list_name in _LAYER_LISTS:
+        if not hasattr(new_block, list_name):
+            continue
+        old_list, new_list = getattr(old_block, list_name), getattr(new_block, list_name)
+        for i, j in mapping.items():
+            new_list[j].load_state_dict(old_list[i].state_dict())
+        for j in set(range(len(new_list))) - set(mapping.values()):
+            _zero_residual_branch(new_list[j], list_name)
+
+
+@torch.no_grad()
+def _zero_residual_branch(layer: torch.nn.Module, list_name: str) -> None:
+    if list_name == "resnets":
+        if layer.output_scale_factor != 1:
+            raise ValueError(f"cannot make a resnet with output_scale_factor {layer.output_scale_factor} the identity")
+        last = layer.conv2
+        shortcut = layer.conv_shortcut
+        if shortcut is not None:
+            # in = hidden states + skip (concatenated in that order); out = the hidden states' channels.
+            out_channels = shortcut.weight.shape[0]
+            shortcut.weight.zero_()
+            shortcut.weight[:, :out_channels, 0, 0] = torch.eye(out_channels, dtype=shortcut.weight.dtype)
+            shortcut.bias.zero_()
+    elif list_name == "temp_convs":
+        last = layer.conv4[-1]
+    else:
+        last = layer.proj_out
+    last.weight.zero_()
+    last.bias.zero_()

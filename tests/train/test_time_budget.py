@@ -31,11 +31,9 @@ class Clock:
 
 
 def test_budget_measures_steps_after_the_warmup_and_fits_the_rest(monkeypatch):
-    from accelerate import Accelerator
-
     clock = Clock()
     monkeypatch.setattr(common.time, "perf_counter", clock)
-    budget = common.TimeBudget(1.0, first_step=200, accelerator=Accelerator(cpu=True))  # a resumed run, 60 s
+    budget = common.TimeBudget(1.0, first_step=200)  # a resumed run, 60 s
     clock.now += 5.0  # a slow first stretch (start-up) that the measurement must leave out
     seen = {}
     for step in range(201, 261):
@@ -47,7 +45,7 @@ def test_budget_measures_steps_after_the_warmup_and_fits_the_rest(monkeypatch):
     assert budget.last_step(261, 100) == 100  # never past --max_train_steps
     clock.now += 31.0  # slower than measured: past the budget the run ends at the step it is at
     assert budget.last_step(262, 318) == 262
-    assert common.TimeBudget(None, 0, Accelerator(cpu=True)).last_step(5, 7) == 7  # no budget: unchanged
+    assert common.TimeBudget(None, 0).last_step(5, 7) == 7  # no budget: unchanged
 
 
 def test_refit_lr_schedule_ends_the_cosine_at_the_new_last_step():
@@ -97,13 +95,9 @@ def test_bad_budget_is_named(tmp_path, stage1_run, train_data):
     assert "--max_train_minutes must be positive, got 0.0" in result.stderr
 
 
-def test_sigterm_to_the_job_saves_a_checkpoint_at_the_step_and_a_resume_goes_on(tmp_path, stage1_run, train_data):
-    out = tmp_path / "stage2"
-    flags = ["--pretrained_model_name_or_path", stage1_run, "--train_data_dir", train_data, "--output_dir", out,
-             "--residual", "--checkpointing_steps", "100000", *TINY_TRAIN_FLAGS]  # fmt: skip
-    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
-    command = [PYTHON, TRAIN / "stage2_finetune.py", *flags, "--max_train_steps", "100000"]
-    command += ["--dataloader_num_workers", "1"]  # the job's signal reaches the loader's worker too
+def _start_until_first_step(command: list, env: dict) -> tuple[subprocess.Popen, list[str], threading.Thread]:
+    """Start a training job in its own session and wait until its loop has made a step: the process, its output
+    (still growing, read by the returned thread) and that thread."""
     process = subprocess.Popen(
         [str(c) for c in command], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         start_new_session=True,
@@ -113,8 +107,22 @@ def test_sigterm_to_the_job_saves_a_checkpoint_at_the_step_and_a_resume_goes_on(
     reader.start()
     deadline = time.monotonic() + 600
     while not re.search(r"\b[1-9]\d*/100000", "".join(output)):  # the loop has made a step
-        assert process.poll() is None and time.monotonic() < deadline, "".join(output)[-3000:]
+        if process.poll() is not None or time.monotonic() >= deadline:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+            raise AssertionError("".join(output)[-3000:])
         time.sleep(0.2)
+    return process, output, reader
+
+
+def test_sigterm_to_the_job_saves_a_checkpoint_at_the_step_and_a_resume_goes_on(tmp_path, stage1_run, train_data):
+    out = tmp_path / "stage2"
+    flags = ["--pretrained_model_name_or_path", stage1_run, "--train_data_dir", train_data, "--output_dir", out,
+             "--residual", "--checkpointing_steps", "100000", *TINY_TRAIN_FLAGS]  # fmt: skip
+    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
+    command = [PYTHON, TRAIN / "stage2_finetune.py", *flags, "--max_train_steps", "100000"]
+    command += ["--dataloader_num_workers", "1"]  # the job's signal reaches the loader's worker too
+    process, output, reader = _start_until_first_step(command, env)
     os.killpg(process.pid, signal.SIGTERM)  # as SLURM does: every process of the job
     process.wait(timeout=300)
     reader.join(timeout=10)
@@ -133,4 +141,67 @@ def test_sigterm_to_the_job_saves_a_checkpoint_at_the_step_and_a_resume_goes_on(
     )
     with open(out / "loss_log.csv", newline="") as f:
         assert [int(row["step"]) for row in csv.DictReader(f)][-3:] == [step, step + 1, step + 2]
+    assert (out / "model_index.json").is_file()
+
+
+def _children_by_rank(parent: int) -> dict[int, int]:
+    """pid of each training process under `parent` (accelerate's launcher), by its RANK."""
+    ranks = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            if ppid != parent:
+                continue
+            with open(f"/proc/{entry}/environ", "rb") as f:
+                env = dict(item.split(b"=", 1) for item in f.read().split(b"\0") if b"=" in item)
+        except (OSError, ValueError, IndexError):
+            continue
+        if b"RANK" in env:
+            ranks[int(env[b"RANK"])] = int(entry)
+    return ranks
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="finds the ranks' processes through /proc")
+def test_two_processes_stop_together_when_only_the_main_one_gets_sigterm(tmp_path, stage1_run, train_data):
+    """Under `accelerate launch` with two CPU processes, the main process's SIGTERM reaches the other one through the
+    loop's per-step agreement: both stop after the same step, which is saved once, and the resume goes on from it."""
+    out = tmp_path / "stage2"
+    flags = ["--pretrained_model_name_or_path", stage1_run, "--train_data_dir", train_data, "--output_dir", out,
+             "--residual", "--checkpointing_steps", "100000", *TINY_TRAIN_FLAGS]  # fmt: skip
+    # accelerate's `--cpu` runs one process whatever `--num_processes` says (more need mpirun); `--multi_gpu` starts
+    # them through torchrun, and ACCELERATE_USE_CPU makes them one group over gloo instead of independent runs.
+    launch = [PYTHON, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+              "--mixed_precision", "no", "--dynamo_backend", "no", "--num_cpu_threads_per_process", "1"]  # fmt: skip
+    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="", ACCELERATE_USE_CPU="true")
+    command = [*launch, TRAIN / "stage2_finetune.py", *flags, "--max_train_steps", "100000"]
+    process, output, reader = _start_until_first_step(command, env)
+    try:
+        ranks = _children_by_rank(process.pid)
+        assert sorted(ranks) == [0, 1], (ranks, "".join(output)[-3000:])
+        os.kill(ranks[0], signal.SIGTERM)  # the main process only
+        process.wait(timeout=300)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    reader.join(timeout=10)
+    text = "".join(output)
+    assert "(1 x 2 processes x 1 accumulation)" in text, text[-3000:]  # one run of two processes, not two runs
+    assert process.returncode != 0, text[-3000:]  # the launcher reports its processes' exit status 143
+    assert "ChildFailedError" not in text or "exitcode  : 143" in text, text[-3000:]
+    checkpoints = [p.name for p in out.glob("checkpoint-*")]
+    assert len(checkpoints) == 1, (checkpoints, text[-3000:])
+    step = int(checkpoints[0].split("-")[1])
+    assert f"SIGTERM: stopped at step {step} with checkpoint-{step}" in text
+    assert not (out / "model_index.json").exists()
+
+    run_script(
+        [TRAIN / "stage2_finetune.py", *flags, "--max_train_steps", step + 1, "--resume_from_checkpoint", "latest"],
+        launcher=launch,
+        env={"ACCELERATE_USE_CPU": "true"},
+    )
+    with open(out / "loss_log.csv", newline="") as f:
+        assert [int(row["step"]) for row in csv.DictReader(f)][-2:] == [step, step + 1]
     assert (out / "model_index.json").is_file()

@@ -24,10 +24,17 @@ TINY_TRAIN_FLAGS = [
 ]  # fmt: skip
 
 
-def run_script(args: list[str], launcher: list[str] | None = None, check: bool = True) -> subprocess.CompletedProcess:
+def run_script(
+    args: list[str], launcher: list[str] | None = None, check: bool = True, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
     """Run a training script as a real subprocess, with one CPU thread (the test machine is small and shared)."""
     env = dict(
-        os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false", CUDA_VISIBLE_DEVICES=""
+        os.environ,
+        HF_HUB_OFFLINE="1",
+        OMP_NUM_THREADS="1",
+        TOKENIZERS_PARALLELISM="false",
+        CUDA_VISIBLE_DEVICES="",
+        **(env or {}),
     )
     command = (launcher or [PYTHON]) + [str(a) for a in args]
     result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)

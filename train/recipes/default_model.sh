@@ -7,6 +7,7 @@
 #   bash train/recipes/default_model.sh                 # CPU or GPU, whatever accelerate finds
 #   WORK=runs/default_model STAGE2_STEPS=20000 bash train/recipes/default_model.sh
 #   CONTINUE=1 STAGE2_STEPS=2000 bash train/recipes/default_model.sh   # more stage 2 on the shipped model
+#   UNET_LAYERS=2 CONTINUE=1 STAGE2_STEPS=2000 bash train/recipes/default_model.sh   # deepen the shipped UNet first
 #   TRAIN_LEAVES=120 DATA=runs/data_leaves CONTINUE=1 bash train/recipes/default_model.sh   # on dead-leaves content
 #   TRAIN_LEAVES=120 TRAIN_LEAVES_PHOTOS=15 DATA=runs/data_mix CONTINUE=1 bash train/recipes/default_model.sh  # + photos
 #   (a continued run restarts the cosine schedule at STAGE2_LR, 1e-4 by default when continuing: a restart at
@@ -69,6 +70,12 @@ fi
 # receptive field in pixels, which 10-20 px motion blur needs.
 VAE_FACTOR=${VAE_FACTOR:-4}
 UNET_CHANNELS=${UNET_CHANNELS:-64,128,128}
+# UNET_LAYERS=N: layers per UNet block (1 by default). With CONTINUE=1 and more layers than the shipped UNet has, the
+# shipped model is first deepened (train/recipes/deepen_unet.py: the added layers start as the identity, so the
+# deeper copy deblurs exactly as the shipped one until stage 2 trains them) and the run continues from that copy.
+# Measured as above: 14.3 M parameters and 5.1 s/step at 96 px crops with 2 layers, against 9.7 M and 3.2 s with 1
+# (both on a host three times slower than the table's).
+UNET_LAYERS=${UNET_LAYERS:-}
 RESOLUTION=${RESOLUTION:-64}
 NUM_FRAMES=${NUM_FRAMES:-8}
 BATCH=${BATCH:-2}
@@ -134,6 +141,22 @@ if [ "${CONTINUE:-0}" = "1" ]; then
     STAGE2_TIMESTEP_BIAS=${STAGE2_TIMESTEP_BIAS:-later}
     STAGE2_TIMESTEP_BIAS_MULTIPLIER=${STAGE2_TIMESTEP_BIAS_MULTIPLIER:-4}
     OUT=$WORK/continue_$(sha256sum "$START/unet/diffusion_pytorch_model.safetensors" | cut -c1-12)
+    SHIPPED_LAYERS=$($PYTHON -c 'import json, sys; print(json.load(open(sys.argv[1]))["layers_per_block"])' \
+        "$START/unet/config.json")
+    if [ -n "$UNET_LAYERS" ] && [ "$UNET_LAYERS" != "$SHIPPED_LAYERS" ]; then
+        [ "$UNET_LAYERS" -gt "$SHIPPED_LAYERS" ] || {
+            echo "UNET_LAYERS=$UNET_LAYERS: the shipped UNet has $SHIPPED_LAYERS layers per block; a continued run can" \
+                "only add layers" >&2
+            exit 2
+        }
+        DEEP=$WORK/deepened_${OUT##*/continue_}_layers$UNET_LAYERS
+        if ! done_pipeline "$DEEP"; then
+            echo "== deepen the shipped UNet: $SHIPPED_LAYERS -> $UNET_LAYERS layers per block"
+            $PYTHON train/recipes/deepen_unet.py "$START" "$DEEP" --layers-per-block "$UNET_LAYERS" --seed "$SEED"
+        fi
+        START=$DEEP
+        OUT=${OUT}_layers$UNET_LAYERS
+    fi
     # Each training setting that is not the recipe's default is added to the name, so that a run from the same
     # weights with other settings gets a folder of its own instead of resuming this one (with the defaults, the
     # name is the weights' alone, as it was before the settings were added).
@@ -148,7 +171,7 @@ else
     if ! done_pipeline "$WORK/t2v"; then
         $LAUNCH train/stage0_pretrain.py "${COMMON[@]}" --output_dir "$WORK/t2v" \
             --vae_type pixel_shuffle --vae_factor "$VAE_FACTOR" --unet_block_out_channels "$UNET_CHANNELS" \
-            --unet_layers_per_block 1 --unet_attention_head_dim 16 --cross_attention_dim 64 --clip_hidden_size 64 --clip_layers 2 \
+            --unet_layers_per_block "${UNET_LAYERS:-1}" --unet_attention_head_dim 16 --cross_attention_dim 64 --clip_hidden_size 64 --clip_layers 2 \
             --clip_heads 4 --clip_image_size 64 --clip_patch_size 16 \
             --max_train_steps "$STAGE0_STEPS" --learning_rate 3e-4 --lr_scheduler constant_with_warmup \
             --lr_warmup_steps 50
