@@ -132,9 +132,18 @@ def test_ship_script_copies_components_sets_the_tile_and_keeps_the_card(tmp_path
     shipped = VideoDeblurPipeline.from_pretrained(target)
     assert shipped.unet.config.sample_size == tile // shipped.vae_scale_factor  # the default tile, in latents
     assert shipped.default_tile_size == tile
-    assert shipped.unet.dtype == torch.float32  # stored in float16, loaded back as float32
-    stored = load_file(target / "unet" / "diffusion_pytorch_model.safetensors")
-    assert {v.dtype for v in stored.values()} == {torch.float16}
+    for name, weights in [
+        ("unet", "diffusion_pytorch_model.safetensors"),
+        ("image_encoder", "model.safetensors"),
+        ("blur_encoder", "model.safetensors"),
+    ]:
+        stored = load_file(target / name / weights)
+        assert {v.dtype for v in stored.values()} == {torch.float16}, name
+        assert getattr(shipped, name).dtype == torch.float32, name  # stored in float16, loaded back as float32
+    assert VideoDeblurPipeline.from_pretrained(target, torch_dtype=torch.bfloat16).blur_encoder.dtype == torch.bfloat16
+    video = torch.rand(2, 3, tile, tile)
+    frames = shipped(video, num_inference_steps=1, guidance_scale=2.0, output_type="np").frames[0]
+    assert frames.dtype == np.float32 and np.isfinite(frames).all()
     assert shipped.config.residual is True
     assert (target / "README.md").read_text() == "# card\n"  # the card is kept
     assert (target / "HISTORY.md").read_text() == "# every version\n"  # and the history beside it

@@ -420,7 +420,8 @@ def main(args: argparse.Namespace) -> None:
         unet = VideoDeblurUNet3DModel.from_config(UNet3DConditionModel.load_config(init / "unet"))
         unet.load_state_dict(UNet3DConditionModel.from_pretrained(init / "unet").state_dict())
         unet.register_to_config(sample_size=args.resolution // args.vae_factor_value)
-        image_encoder = CLIPVisionModelWithProjection.from_pretrained(init / "image_encoder")
+        # float32 whatever it was stored in (transformers keeps a float16 encoder, as the default model ships, in float16)
+        image_encoder = CLIPVisionModelWithProjection.from_pretrained(init / "image_encoder").float()
     else:
         torch.manual_seed(args.seed)
         unet = build_unet(args, latent_channels)

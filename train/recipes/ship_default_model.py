@@ -3,8 +3,8 @@
 
     python train/recipes/ship_default_model.py runs/default_model/stage2 pipeline_video_deblur/default_model
 
-Only the components are copied (loaded and saved again as safetensors, the UNet in float16: no checkpoints,
-logs or optimiser state); the model card (`README.md`) and any other markdown file beside it (its version history,
+Only the components are copied (loaded and saved again as safetensors, the UNet and CLIP encoders in float16: no
+checkpoints, logs or optimiser state); the model card (`README.md`) and any other markdown file beside it (its version history,
 `HISTORY.md`) already in the target are kept; `training.json` records where the weights came from and the training
 log's step count and wall time. The model it replaces is deleted, or moved to `--keep-replaced DIR` (the recipe
 keeps it in its work folder).
@@ -76,9 +76,10 @@ def main() -> int:
                 "another folder"
             )
     pipe = VideoDeblurPipeline.from_pretrained(source)
-    # The UNet is stored in float16 to keep the package small (it loads back as float32: diffusers casts to the
-    # model's dtype); the CLIP encoders are tiny and stay float32, since transformers keeps the stored dtype.
-    pipe.unet.to(torch.float16)
+    # The UNet and both CLIP encoders are stored in float16 to keep the package small; they load back as float32
+    # (`VideoDeblurPipeline.from_pretrained` casts every component to float32 unless a dtype is asked for).
+    for module in (pipe.unet, pipe.image_encoder, pipe.blur_encoder):
+        module.to(torch.float16)
     if args.tile_size is not None:
         factor = pipe.vae_scale_factor
         if args.tile_size <= 0 or args.tile_size % pipe.size_multiple:
