@@ -105,6 +105,20 @@ class VideoDeblurPipeline(DiffusionPipeline):
             scheduler=scheduler,
         )
         self.register_to_config(residual=residual)
+        # CLIP encoders stored in a lower precision than the UNet (the default model ships them in float16, and
+        # transformers keeps the stored dtype where diffusers loads its models in float32) run in the UNet's dtype,
+        # on every loading path, remote code included. Only ever up: a lower-precision UNet is the user's choice.
+        unet_dtype = getattr(unet, "dtype", None)
+        for encoder in (image_encoder, blur_encoder):
+            dtype = getattr(encoder, "dtype", None)
+            if (
+                unet_dtype is not None
+                and dtype is not None
+                and unet_dtype.is_floating_point
+                and dtype.is_floating_point
+                and torch.finfo(dtype).bits < torch.finfo(unet_dtype).bits
+            ):
+                encoder.to(unet_dtype)
 
     # ------------------------------------------------------------------------------------------------------------
     # Loading
@@ -113,27 +127,17 @@ class VideoDeblurPipeline(DiffusionPipeline):
     def from_pretrained(cls, pretrained_model_name_or_path, **kwargs) -> VideoDeblurPipeline:
         """`DiffusionPipeline.from_pretrained`. A folder or Hub repo in the remote-code layout that `video-deblur push`
         writes (pipeline code at its root) loads with this package's classes; the code it carries is not run.
-        `torch_dtype` is passed on under the name the installed diffusers reads (`dtype` in recent releases).
-        Without one, every component loads in float32, whatever dtype its weights were stored in (diffusers casts
-        its models so, transformers would keep a float16 CLIP encoder in float16 beside a float32 UNet)."""
+        `torch_dtype` is passed on under the name the installed diffusers reads (`dtype` in recent releases)."""
         if _DIFFUSERS_READS_DTYPE and "torch_dtype" in kwargs and "dtype" not in kwargs:
             kwargs["dtype"] = kwargs.pop("torch_dtype")
-        dtype_given = kwargs.get("dtype", kwargs.get("torch_dtype")) is not None
         if kwargs.get("trust_remote_code") or kwargs.get("custom_pipeline") is not None:
-            pipe = super().from_pretrained(pretrained_model_name_or_path, **kwargs)
-        else:
-            from .remote_code import package_layout
+            return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+        from .remote_code import package_layout
 
-            with package_layout(pretrained_model_name_or_path, **kwargs) as path:
-                pipe = super().from_pretrained(path, **kwargs)
-            if path is not pretrained_model_name_or_path:
-                pipe.register_to_config(_name_or_path=str(pretrained_model_name_or_path))
-        if not dtype_given:
-            for component in pipe.components.values():
-                if isinstance(component, torch.nn.Module) and any(
-                    p.is_floating_point() and p.dtype != torch.float32 for p in component.parameters()
-                ):
-                    component.to(torch.float32)
+        with package_layout(pretrained_model_name_or_path, **kwargs) as path:
+            pipe = super().from_pretrained(path, **kwargs)
+        if path is not pretrained_model_name_or_path:
+            pipe.register_to_config(_name_or_path=str(pretrained_model_name_or_path))
         return pipe
 
     @classmethod

@@ -139,6 +139,22 @@ def test_context_tokens_come_from_each_encoder_in_order():
     assert not torch.allclose(swapped.encode_image(frames), tokens)
 
 
+def test_encoders_stored_in_lower_precision_run_in_the_unets_dtype():
+    """The default model ships its CLIP encoders in float16 and transformers keeps that dtype: the pipeline brings
+    them up to the UNet's (float32), on every loading path, and never casts a higher-precision encoder down."""
+    components = tiny_components()
+    for name in ("image_encoder", "blur_encoder"):
+        components[name].to(torch.float16)
+    pipe = VideoDeblurPipeline(**components)
+    assert pipe.image_encoder.dtype == pipe.blur_encoder.dtype == torch.float32 == pipe.unet.dtype
+    assert pipe.encode_image(tiny_video(frames=2)).dtype == torch.float32
+
+    components = tiny_components()
+    components["unet"].to(torch.bfloat16)
+    pipe = VideoDeblurPipeline(**components)
+    assert pipe.unet.dtype == torch.bfloat16 and pipe.image_encoder.dtype == pipe.blur_encoder.dtype == torch.float32
+
+
 def test_residual_mode_adds_the_blurred_latents_back():
     """With `residual`, the generated latents are a correction to the blurred latents (DESIGN 2.8)."""
     video = tiny_video()

@@ -148,6 +148,7 @@ def deepen_unet(unet: UNet3DConditionModel, layers_per_block: int, seed: int = 0
         deep = type(unet).from_config(config)
     if (deep.dtype, deep.device) != (unet.dtype, unet.device):
         deep.to(dtype=unet.dtype, device=unet.device)
+    deep.train(unet.training)  # from_config gives train mode, where the temporal convolutions' dropout is active
 
     for name, module in unet.named_children():
         if name not in ("down_blocks", "up_blocks"):

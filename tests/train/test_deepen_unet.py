@@ -55,8 +55,9 @@ def test_a_deepened_unet_computes_the_same_function(start, layers):
             for p in unet.parameters():
                 p.add_(0.05 * torch.randn_like(p))
         unet.eval()  # diffusers' temporal convolutions have dropout 0.1
-    deep = deepen_unet(unet, layers).eval()
+    deep = deepen_unet(unet, layers)
 
+    assert not deep.training  # the source's mode: in train mode the temporal convolutions' dropout would act
     assert deep.config.layers_per_block == layers
     assert len(deep.down_blocks[0].resnets) == layers and len(deep.up_blocks[-1].resnets) == layers + 1
     assert sum(p.numel() for p in deep.parameters()) > sum(p.numel() for p in unet.parameters())
@@ -82,7 +83,9 @@ def test_the_added_layers_train():
 
 def test_fewer_layers_are_refused():
     unet = _trained_like_unet()
-    with pytest.raises(ValueError, match=r"layers_per_block=0: expected an int >= the UNet's own layers_per_block \(1\)"):
+    with pytest.raises(
+        ValueError, match=r"layers_per_block=0: expected an int >= the UNet's own layers_per_block \(1\)"
+    ):
         deepen_unet(unet, 0)
 
 
@@ -96,7 +99,9 @@ def test_the_recipe_script_writes_a_deeper_pipeline_that_deblurs_the_same(tmp_pa
     script = [sys.executable, str(REPO / "train" / "recipes" / "deepen_unet.py")]
     target = tmp_path / "deeper"
 
-    done = subprocess.run([*script, str(source), str(target), "--layers-per-block", "2"], capture_output=True, text=True)
+    done = subprocess.run(
+        [*script, str(source), str(target), "--layers-per-block", "2"], capture_output=True, text=True
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "layers_per_block 1 -> 2" in done.stdout
     assert json.loads((target / "unet" / "config.json").read_text())["layers_per_block"] == 2
@@ -115,7 +120,9 @@ def test_the_recipe_script_writes_a_deeper_pipeline_that_deblurs_the_same(tmp_pa
 
     # An existing target is refused and left as it is; so is a UNet with more layers than asked for.
     before = (target / "unet" / "diffusion_pytorch_model.safetensors").stat().st_mtime_ns
-    again = subprocess.run([*script, str(source), str(target), "--layers-per-block", "3"], capture_output=True, text=True)
+    again = subprocess.run(
+        [*script, str(source), str(target), "--layers-per-block", "3"], capture_output=True, text=True
+    )
     assert again.returncode != 0 and f"{target} exists" in again.stderr
     assert (target / "unet" / "diffusion_pytorch_model.safetensors").stat().st_mtime_ns == before
     fewer = subprocess.run(

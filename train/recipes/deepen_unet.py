@@ -5,8 +5,8 @@
 
 Every down block gets `--layers-per-block` layers (every up block one more); the added layers start as the
 identity (`pipeline_video_deblur.models.unet_3d_deblur.deepen_unet`), so the copy deblurs exactly as the source
-does until training moves them. The UNet is saved in float32 (training's precision; shipping stores it in
-float16); every other component is copied as it is. The target is written whole or not at all, and an existing
+does until training moves them. Every component is saved in float32 (training's precision; shipping stores the UNet
+and the CLIP encoders in float16). The target is written whole or not at all, and an existing
 target is refused rather than replaced.
 """
 
@@ -53,7 +53,9 @@ def main() -> int:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     count = sum(p.numel() for p in pipe.unet.parameters())
-    print(f"wrote {args.target}: UNet layers_per_block {before} -> {args.layers_per_block}, {count / 1e6:.2f} M parameters")
+    print(
+        f"wrote {args.target}: UNet layers_per_block {before} -> {args.layers_per_block}, {count / 1e6:.2f} M parameters"
+    )
     return 0
 
 

@@ -13,8 +13,8 @@
 #   (a continued run restarts the cosine schedule at STAGE2_LR, 1e-4 by default when continuing: a restart at
 #   3e-4 set the model back for its first hundreds of steps)
 #
-# STOP_AFTER=data renders the data (and stills) and stops before training; STOP_AFTER=plan stops before stage 2 and
-# prints its run folder.
+# STOP_AFTER=data renders the data (and stills) and stops before training; STOP_AFTER=plan stops before stage 2 (after
+# deepening the UNet, with UNET_LAYERS) and prints its run folder.
 # Resumable: every stage resumes from its latest complete checkpoint, and a stage whose final pipeline
 # folder exists is skipped, so running the same command again continues where it stopped. Seeds are fixed.
 # Sizes were chosen by measurement on the 2-core CPU (see pipeline_video_deblur/default_model/README.md).
@@ -150,6 +150,7 @@ if [ "${CONTINUE:-0}" = "1" ]; then
             exit 2
         }
         DEEP=$WORK/deepened_${OUT##*/continue_}_layers$UNET_LAYERS
+        [ "$SEED" = 0 ] || DEEP=${DEEP}_seed$SEED  # the added layers' inner weights are drawn with SEED
         if ! done_pipeline "$DEEP"; then
             echo "== deepen the shipped UNet: $SHIPPED_LAYERS -> $UNET_LAYERS layers per block"
             $PYTHON train/recipes/deepen_unet.py "$START" "$DEEP" --layers-per-block "$UNET_LAYERS" --seed "$SEED"

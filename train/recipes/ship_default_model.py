@@ -77,7 +77,7 @@ def main() -> int:
             )
     pipe = VideoDeblurPipeline.from_pretrained(source)
     # The UNet and both CLIP encoders are stored in float16 to keep the package small; they load back as float32
-    # (`VideoDeblurPipeline.from_pretrained` casts every component to float32 unless a dtype is asked for).
+    # (diffusers loads the UNet in float32; the pipeline brings encoders stored in a lower precision to the UNet's).
     for module in (pipe.unet, pipe.image_encoder, pipe.blur_encoder):
         module.to(torch.float16)
     if args.tile_size is not None:
