@@ -146,8 +146,7 @@ def deepen_unet(unet: UNet3DConditionModel, layers_per_block: int, seed: int = 0
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         deep = type(unet).from_config(config)
-    if (deep.dtype, deep.device) != (unet.dtype, unet.device):
-        deep.to(dtype=unet.dtype, device=unet.device)
+    deep.to(dtype=unet.dtype, device=unet.device)
     deep.train(unet.training)  # from_config gives train mode, where the temporal convolutions' dropout is active
 
     for name, module in unet.named_children():

@@ -95,6 +95,12 @@ def test_bad_budget_is_named(tmp_path, stage1_run, train_data):
     assert "--max_train_minutes must be positive, got 0.0" in result.stderr
 
 
+def _stage2_flags(stage1_run, train_data, out) -> list:
+    """Stage 2 on the tiny run, checkpointing only when told to stop (the SIGTERM tests)."""
+    return ["--pretrained_model_name_or_path", stage1_run, "--train_data_dir", train_data, "--output_dir", out,
+            "--residual", "--checkpointing_steps", "100000", *TINY_TRAIN_FLAGS]  # fmt: skip
+
+
 def _start_until_first_step(command: list, env: dict) -> tuple[subprocess.Popen, list[str], threading.Thread]:
     """Start a training job in its own session and wait until its loop has made a step: the process, its output
     (still growing, read by the returned thread) and that thread."""
@@ -117,8 +123,7 @@ def _start_until_first_step(command: list, env: dict) -> tuple[subprocess.Popen,
 
 def test_sigterm_to_the_job_saves_a_checkpoint_at_the_step_and_a_resume_goes_on(tmp_path, stage1_run, train_data):
     out = tmp_path / "stage2"
-    flags = ["--pretrained_model_name_or_path", stage1_run, "--train_data_dir", train_data, "--output_dir", out,
-             "--residual", "--checkpointing_steps", "100000", *TINY_TRAIN_FLAGS]  # fmt: skip
+    flags = _stage2_flags(stage1_run, train_data, out)
     env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
     command = [PYTHON, TRAIN / "stage2_finetune.py", *flags, "--max_train_steps", "100000"]
     command += ["--dataloader_num_workers", "1"]  # the job's signal reaches the loader's worker too
@@ -169,8 +174,7 @@ def test_two_processes_stop_together_when_only_the_main_one_gets_sigterm(tmp_pat
     """Under `accelerate launch` with two CPU processes, the main process's SIGTERM reaches the other one through the
     loop's per-step agreement: both stop after the same step, which is saved once, and the resume goes on from it."""
     out = tmp_path / "stage2"
-    flags = ["--pretrained_model_name_or_path", stage1_run, "--train_data_dir", train_data, "--output_dir", out,
-             "--residual", "--checkpointing_steps", "100000", *TINY_TRAIN_FLAGS]  # fmt: skip
+    flags = _stage2_flags(stage1_run, train_data, out)
     # accelerate's `--cpu` runs one process whatever `--num_processes` says (more need mpirun); `--multi_gpu` starts
     # them through torchrun, and ACCELERATE_USE_CPU makes them one group over gloo instead of independent runs.
     launch = [PYTHON, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",

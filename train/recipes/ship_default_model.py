@@ -4,8 +4,8 @@
     python train/recipes/ship_default_model.py runs/default_model/stage2 pipeline_video_deblur/default_model
 
 Only the components are copied (loaded and saved again as safetensors, the UNet and CLIP encoders in float16: no
-checkpoints, logs or optimiser state); the model card (`README.md`) and any other markdown file beside it (its version history,
-`HISTORY.md`) already in the target are kept; `training.json` records where the weights came from and the training
+checkpoints, logs or optimiser state); the model card (`README.md`) and any other markdown file beside it (its
+version history, `HISTORY.md`) already in the target are kept; `training.json` records where the weights came from and the training
 log's step count and wall time. The model it replaces is deleted, or moved to `--keep-replaced DIR` (the recipe
 keeps it in its work folder).
 """
