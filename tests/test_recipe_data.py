@@ -152,3 +152,28 @@ def test_a_continued_run_with_more_layers_starts_from_a_deepened_copy(tmp_path):
     fewer = _recipe(tmp_path, **plan, UNET_LAYERS=str(shipped - 1))
     assert fewer.returncode == 2 and f"UNET_LAYERS={shipped - 1}" in fewer.stderr
     assert "can only add layers" in fewer.stderr
+
+
+def test_a_stand_in_made_at_other_sizes_is_refused_by_name(tmp_path):
+    """From scratch, `$WORK/t2v` (stage 0's folder, not named after its sizes) that was begun at other sizes is
+    refused before any stage builds on it; one at the asked sizes passes on to stage 0."""
+    t2v = tmp_path / "t2v"
+    t2v.mkdir()
+    made = {"vae_factor": 4, "unet_block_out_channels": [32, 64, 64], "unet_layers_per_block": 1}
+    (t2v / "stage0_pretrain_args.json").write_text(json.dumps(made))
+    plan = {"STOP_AFTER": "plan", "TRAIN_SEQUENCES": "1", "TRAIN_FRAMES": "2", "SYNTH_WORKERS": "1"}
+
+    refused = _recipe(tmp_path, **plan, UNET_LAYERS="2")
+    assert refused.returncode == 2, refused.stderr[-3000:]
+    assert f"{t2v} was made with UNET_CHANNELS=32,64,64 (asked for UNET_CHANNELS=64,128,128)" in refused.stderr
+    assert "UNET_LAYERS=1 (asked for UNET_LAYERS=2)" in refused.stderr and "VAE_FACTOR" not in refused.stderr
+    assert "== stage 0" in refused.stdout and "== convert" not in refused.stdout
+    assert sorted(p.name for p in t2v.iterdir()) == ["stage0_pretrain_args.json"]  # nothing of it touched
+
+    # At the sizes it was made with, the check passes and the finished stages are reused as they are.
+    for stage in ("t2v", "converted", "stage1"):
+        (tmp_path / stage).mkdir(exist_ok=True)
+        (tmp_path / stage / "model_index.json").write_text("{}")
+    same = _recipe(tmp_path, **plan, UNET_CHANNELS="32,64,64")
+    assert same.returncode == 0, same.stderr[-3000:]
+    assert f"(STOP_AFTER=plan): {tmp_path / 'stage2'}\n" in same.stdout

@@ -169,6 +169,23 @@ if [ "${CONTINUE:-0}" = "1" ]; then
         OUT=${OUT}_bias${STAGE2_TIMESTEP_BIAS}x$STAGE2_TIMESTEP_BIAS_MULTIPLIER
 else
     echo "== stage 0: pretrain a small T2V stand-in on sharp clips"
+    # $WORK/t2v is not named after its sizes, and the later stages build on whatever it holds: one begun (or
+    # finished) at other sizes is refused by name rather than resumed or silently reused.
+    if [ -f "$WORK/t2v/stage0_pretrain_args.json" ]; then
+        $PYTHON - "$WORK/t2v" "$VAE_FACTOR" "$UNET_CHANNELS" "${UNET_LAYERS:-1}" <<'PY' || exit 2
+import json, os, sys
+run, factor, channels, layers = sys.argv[1:]
+made = json.load(open(os.path.join(run, "stage0_pretrain_args.json")))
+settings = {
+    "VAE_FACTOR": (factor, str(made["vae_factor"])),
+    "UNET_CHANNELS": (channels.replace(" ", ""), ",".join(str(c) for c in made["unet_block_out_channels"])),
+    "UNET_LAYERS": (layers, str(made["unet_layers_per_block"])),
+}
+wrong = [f"{name}={had} (asked for {name}={asked})" for name, (asked, had) in settings.items() if asked != had]
+if wrong:
+    sys.exit(f"{run} was made with {', '.join(wrong)}: run with the settings it was made with, or use another WORK")
+PY
+    fi
     if ! done_pipeline "$WORK/t2v"; then
         $LAUNCH train/stage0_pretrain.py "${COMMON[@]}" --output_dir "$WORK/t2v" \
             --vae_type pixel_shuffle --vae_factor "$VAE_FACTOR" --unet_block_out_channels "$UNET_CHANNELS" \
