@@ -420,7 +420,8 @@ def main(args: argparse.Namespace) -> None:
         unet = VideoDeblurUNet3DModel.from_config(UNet3DConditionModel.load_config(init / "unet"))
         unet.load_state_dict(UNet3DConditionModel.from_pretrained(init / "unet").state_dict())
         unet.register_to_config(sample_size=args.resolution // args.vae_factor_value)
-        # float32 whatever it was stored in (transformers 5 keeps a float16 encoder, as the default model ships, in float16)
+        # float32 whatever it was stored in (transformers 5 keeps a float16 encoder, as the default model ships, in
+        # float16)
         image_encoder = CLIPVisionModelWithProjection.from_pretrained(init / "image_encoder").float()
     else:
         torch.manual_seed(args.seed)

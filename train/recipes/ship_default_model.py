@@ -5,9 +5,9 @@
 
 Only the components are copied (loaded and saved again as safetensors, the UNet and CLIP encoders in float16: no
 checkpoints, logs or optimiser state); the model card (`README.md`) and any other markdown file beside it (its
-version history, `HISTORY.md`) already in the target are kept; `training.json` records where the weights came from and the training
-log's step count and wall time. The model it replaces is deleted, or moved to `--keep-replaced DIR` (the recipe
-keeps it in its work folder).
+version history, `HISTORY.md`) already in the target are kept; `training.json` records where the weights came from
+and the training log's step count and wall time. The model it replaces is deleted, or moved to `--keep-replaced DIR`
+(the recipe keeps it in its work folder).
 """
 
 from __future__ import annotations
