@@ -83,8 +83,9 @@ def add_common_args(parser: argparse.ArgumentParser, learning_rate: float = 5e-5
         type=float,
         default=None,
         help="wall-clock budget of this launch's training loop (a time-limited GPU job): after its first 60 steps the "
-        "run measures its speed and lowers --max_train_steps, and the LR schedule with it, to the steps that fit; "
-        "past the budget it stops at the next step. Either way it ends as a finished run does: a checkpoint, then "
+        "run measures its speed and lowers --max_train_steps, and the LR schedule with it, to the steps that fit, "
+        "then fits that end again every 100 steps from its recent speed (never past --max_train_steps); past the "
+        "budget it stops at the next step. Either way it ends as a finished run does: a checkpoint, then "
         "the model",
     )
     opt.add_argument("--gradient_accumulation_steps", type=int, default=1)
@@ -800,35 +801,50 @@ class TimeBudget:
 
     Steps `first + WARMUP` to `first + WARMUP + MEASURED` are timed (the first few are slow: allocator, cuDNN
     autotuning, loader start-up); from their mean the budget's remaining time gives the last step that fits, with a
-    margin. Each process computes its own answer; the training loop takes the main one's (`agree_on_main`), so a
-    multi-GPU run stops at the same step everywhere.
+    margin. The plan is revised every `REVISE_EVERY` steps after that, up or down, from the mean step time over the
+    last quarter of the timed steps (at least `REVISE_EVERY`; checkpoints and validation included), when it moves by
+    more than `TOLERANCE` of the plan: a slow stretch at the start (another job sharing the machine) no longer
+    shortens the whole run, and a run that slows down brings its schedule's end forward. Past the budget the run
+    ends at the step it is at, whatever the plan. Never past `max_steps` (`--max_train_steps`). Each process computes its own answer; the training loop takes the main one's
+    (`agree_on_main`), so a multi-GPU run stops at the same step everywhere.
     """
 
     WARMUP = 10
     MEASURED = 50
+    REVISE_EVERY = 100
+    TOLERANCE = 0.02
     MARGIN = 0.97
 
-    def __init__(self, minutes: float | None, first_step: int):
+    def __init__(self, minutes: float | None, first_step: int, max_steps: int):
         self.seconds = None if minutes is None else minutes * 60
         self.first_step = first_step
+        self.max_steps = max_steps
         self.start = time.perf_counter()
-        self.mark = None
+        self.marks: list[tuple[int, float]] = []  # (step, time) at the first timed step and each revision point
 
-    def last_step(self, step: int, max_steps: int) -> int:
-        """The step the run should end at, seen after optimiser step `step` (at most `max_steps`)."""
+    def last_step(self, step: int, planned: int) -> int:
+        """The step the run should end at, seen after optimiser step `step`; `planned` is the current plan (the last
+        answer, or `max_steps` before the first)."""
         if self.seconds is None:
-            return max_steps
+            return planned
         now = time.perf_counter()
         elapsed = now - self.start
-        if step == self.first_step + self.WARMUP:
-            self.mark = now
-        last = max_steps
         if elapsed >= self.seconds:
-            last = step
-        elif self.mark is not None and step == self.first_step + self.WARMUP + self.MEASURED:
-            per_step = (now - self.mark) / self.MEASURED
-            last = max(step, min(max_steps, step + int((self.seconds - elapsed) * self.MARGIN / per_step)))
-        return last
+            return step
+        timed_from = self.first_step + self.WARMUP
+        if step == timed_from:
+            self.marks.append((step, now))
+        timed = step - timed_from
+        if not self.marks or timed < self.MEASURED or (timed - self.MEASURED) % self.REVISE_EVERY:
+            return planned
+        span = max(self.REVISE_EVERY, timed // 4)
+        since_step, since = next((s, t) for s, t in self.marks if s >= step - span)
+        self.marks.append((step, now))
+        per_step = (now - since) / (step - since_step)
+        fit = max(step, min(self.max_steps, step + int((self.seconds - elapsed) * self.MARGIN / per_step)))
+        if timed > self.MEASURED and abs(fit - planned) <= self.TOLERANCE * planned:
+            return planned
+        return fit
 
 
 def agree_on_main(accelerator, *values):
@@ -1010,7 +1026,7 @@ def train(t: Trainer) -> None:
             append_validation_log(output_dir, {"step": step, **metrics})
             logger.info(f"step {step}: validation " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
 
-    budget = TimeBudget(args.max_train_minutes, global_step)
+    budget = TimeBudget(args.max_train_minutes, global_step, args.max_train_steps)
     stop = StopRequest()
     t.model.train()
     try:

@@ -33,19 +33,62 @@ class Clock:
 def test_budget_measures_steps_after_the_warmup_and_fits_the_rest(monkeypatch):
     clock = Clock()
     monkeypatch.setattr(common.time, "perf_counter", clock)
-    budget = common.TimeBudget(1.0, first_step=200)  # a resumed run, 60 s
+    budget = common.TimeBudget(1.0, first_step=200, max_steps=10_000)  # a resumed run, 60 s
     clock.now += 5.0  # a slow first stretch (start-up) that the measurement must leave out
-    seen = {}
+    plan, seen = 10_000, {}
     for step in range(201, 261):
         clock.now += 0.5 if step > 210 else 0.0
-        seen[step] = budget.last_step(step, 10_000)
+        plan = seen[step] = budget.last_step(step, plan)
     # Steps 211..260 took 0.5 s each: 30 s of the 60 are gone at step 260, the other 30 s hold 30 * 0.97 / 0.5.
     assert set(seen[s] for s in range(201, 260)) == {10_000}
     assert seen[260] == 260 + int(30.0 * 0.97 / 0.5)
-    assert budget.last_step(261, 100) == 100  # never past --max_train_steps
     clock.now += 31.0  # slower than measured: past the budget the run ends at the step it is at
-    assert budget.last_step(262, 318) == 262
-    assert common.TimeBudget(None, 0).last_step(5, 7) == 7  # no budget: unchanged
+    assert budget.last_step(261, plan) == 261
+    assert common.TimeBudget(None, 0, 7).last_step(5, 7) == 7  # no budget: unchanged
+
+
+def test_budget_revises_the_plan_up_after_a_slow_start_and_down_after_a_slowdown(monkeypatch):
+    clock = Clock()
+    monkeypatch.setattr(common.time, "perf_counter", clock)
+    budget = common.TimeBudget(100.0, first_step=0, max_steps=100_000)  # 6,000 s
+    start = clock.now
+    step, plan, plans = 0, 100_000, {}
+    while step < plan:  # the training loop: it ends when it reaches the plan
+        step += 1
+        # Steps 1..60 (the first measurement) share the machine with another job: 4 s; then 1 s; 2 s from step 1,000.
+        clock.now += 4.0 if step <= 60 else 1.0 if step < 1_000 else 2.0
+        plan = plans[step] = budget.last_step(step, plan)
+    first = plans[60]
+    assert first == 60 + int((6_000 - 240) * 0.97 / 4.0)  # 1,456: fitted to the slow start
+    assert plans[159] == first  # no revision between the revision points
+    # Step 160: the last 100 steps took 1 s each; the 5,660 s left hold 5,490 more: revised up.
+    assert plans[160] == 160 + int((6_000 - 340) * 0.97 / 1.0)
+    assert plans[960] == plans[160]  # steady steps: within the tolerance, no revision
+    # From step 1,000 steps take 2 s: the plan comes down again, and the run ends on its plan inside the budget.
+    # Step 1,060: the last quarter of the 1,050 timed steps (262: from the revision point at 860) took 200 + 61 s.
+    assert plans[1_060] == 1_060 + int((6_000 - 240 - 939 - 122) * 0.97 / (261 / 200))
+    assert step == plan == min(plans[s] for s in range(1_060, step + 1)) > 2 * first
+    assert clock.now - start <= 6_000
+
+
+def test_budget_leaves_the_plan_alone_when_it_moves_by_little_and_never_passes_max_steps(monkeypatch):
+    clock = Clock()
+    monkeypatch.setattr(common.time, "perf_counter", clock)
+    budget = common.TimeBudget(10.0, first_step=0, max_steps=100_000)  # 600 s
+    plan = 100_000
+    for step in range(1, 300):
+        clock.now += 1.0 if step % 2 else 1.01  # a jitter of 0.5 %: one plan from step 60 on
+        plan = budget.last_step(step, plan)
+        if step == 60:
+            first = plan
+        if step >= 60:
+            assert plan == first
+    capped = common.TimeBudget(10.0, first_step=0, max_steps=120)  # 1 s steps would fit 583
+    plan = 120
+    for step in range(1, 61):
+        clock.now += 1.0
+        plan = capped.last_step(step, plan)
+    assert plan == 120
 
 
 def test_refit_lr_schedule_ends_the_cosine_at_the_new_last_step():
