@@ -805,8 +805,9 @@ class TimeBudget:
     last quarter of the timed steps (at least `REVISE_EVERY`; checkpoints and validation included), when it moves by
     more than `TOLERANCE` of the plan: a slow stretch at the start (another job sharing the machine) no longer
     shortens the whole run, and a run that slows down brings its schedule's end forward. Past the budget the run
-    ends at the step it is at, whatever the plan. Never past `max_steps` (`--max_train_steps`). Each process computes its own answer; the training loop takes the main one's
-    (`agree_on_main`), so a multi-GPU run stops at the same step everywhere.
+    ends at the step it is at, whatever the plan. Never past `max_steps` (`--max_train_steps`). Each process computes
+    its own answer; the training loop takes the main one's (`agree_on_main`), so a multi-GPU run stops at the same
+    step everywhere.
     """
 
     WARMUP = 10
