@@ -91,6 +91,30 @@ def test_a_continued_run_is_named_after_its_settings_and_kept_to_its_data(tmp_pa
     assert resumed.returncode == 0 and f"(STOP_AFTER=plan): {run}\n" in resumed.stdout
 
 
+def test_a_run_continues_from_an_unshipped_folder_and_refuses_one_that_is_not_a_pipeline(tmp_path):
+    """`CONTINUE_FROM=FOLDER` continues a finished run that was not shipped (a probe): the run folder is named after
+    that folder's UNet weights; a folder without a finished pipeline in it is refused by name."""
+    import hashlib
+
+    probe = tmp_path / "probe"
+    (probe / "unet").mkdir(parents=True)
+    (probe / "unet" / "diffusion_pytorch_model.safetensors").write_bytes(b"not the shipped weights")
+    (probe / "unet" / "config.json").write_text(json.dumps({"layers_per_block": 2}))
+    (probe / "model_index.json").write_text("{}")
+    digest = hashlib.sha256(b"not the shipped weights").hexdigest()[:12]
+    plan = {"CONTINUE": "1", "STOP_AFTER": "plan", "TRAIN_SEQUENCES": "1", "TRAIN_FRAMES": "2", "SYNTH_WORKERS": "1"}
+
+    done = _recipe(tmp_path, **plan, CONTINUE_FROM=str(probe))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"(STOP_AFTER=plan): {tmp_path / f'continue_{digest}'}\n" in done.stdout
+
+    (probe / "model_index.json").unlink()  # an unfinished run: its last step not yet saved
+    unfinished = _recipe(tmp_path, **plan, CONTINUE_FROM=str(probe))
+    assert unfinished.returncode == 2
+    assert f"CONTINUE_FROM={probe}: expected a finished pipeline folder" in unfinished.stderr
+    assert "stopped before stage 2" not in unfinished.stdout
+
+
 def test_data_seed_renders_other_train_sequences(tmp_path):
     done = _recipe(tmp_path, TRAIN_SEQUENCES="1", TRAIN_FRAMES="2", DATA_SEED="2", SYNTH_WORKERS="1")
     assert done.returncode == 0, done.stderr[-3000:]

@@ -1017,6 +1017,7 @@ def train(t: Trainer) -> None:
     def run_validation(step: int) -> None:
         if not accelerator.is_main_process:
             return
+        logger.info(f"step {step}: validating")
         t.swap_ema(True)
         try:
             metrics = t.validate(step)
@@ -1102,6 +1103,9 @@ def train(t: Trainer) -> None:
                     loss_log.flush()
                     run_validation(global_step)
                     step_start = time.perf_counter()
+                    # A SIGTERM during the validation (minutes on a CPU) stops here, not after one more step; every
+                    # process asks (only the main one validates), so all of them stop at this step.
+                    (stopping,) = agree_on_main(accelerator, stopping or stop.requested)
                 if stopping:
                     if not saved:
                         loss_log.flush()

@@ -192,6 +192,35 @@ def test_sigterm_to_the_job_saves_a_checkpoint_at_the_step_and_a_resume_goes_on(
     assert (out / "model_index.json").is_file()
 
 
+def test_sigterm_during_validation_stops_at_the_validated_step(tmp_path, stage1_run, train_data):
+    """A SIGTERM that arrives while the loop validates (minutes on a CPU) saves the checkpoint at the step just
+    validated, instead of training one more step first."""
+    out = tmp_path / "stage2"
+    flags = _stage2_flags(stage1_run, train_data, out)
+    flags += ["--validation_steps", "1", "--validation_inference_steps", "200"]  # seconds a validation
+    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
+    command = [PYTHON, TRAIN / "stage2_finetune.py", *flags, "--max_train_steps", "100000"]
+    process, output, reader = _start_until_first_step(command, env)
+    deadline = time.monotonic() + 300
+    while not (validating := re.search(r"step (\d+): validating\n", "".join(output))):
+        if process.poll() is not None or time.monotonic() >= deadline:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+            raise AssertionError("".join(output)[-3000:])
+        time.sleep(0.05)
+    step = int(validating.group(1))
+    os.killpg(process.pid, signal.SIGTERM)
+    process.wait(timeout=300)
+    reader.join(timeout=10)
+    text = "".join(output)
+    assert process.returncode == 128 + signal.SIGTERM, text[-3000:]
+    assert f"step {step}: validation " in text, text[-3000:]  # the validation in progress finished first
+    assert [p.name for p in out.glob("checkpoint-*")] == [f"checkpoint-{step}"], text[-3000:]
+    with open(out / "loss_log.csv", newline="") as f:
+        assert int(list(csv.DictReader(f))[-1]["step"]) == step
+    assert f"SIGTERM: stopped at step {step} with checkpoint-{step}" in text
+
+
 def _children_by_rank(parent: int) -> dict[int, int]:
     """pid of each training process under `parent` (accelerate's launcher), by its RANK."""
     ranks = {}

@@ -7,6 +7,7 @@
 #   bash train/recipes/default_model.sh                 # CPU or GPU, whatever accelerate finds
 #   WORK=runs/default_model STAGE2_STEPS=20000 bash train/recipes/default_model.sh
 #   CONTINUE=1 STAGE2_STEPS=2000 bash train/recipes/default_model.sh   # more stage 2 on the shipped model
+#   CONTINUE=1 CONTINUE_FROM=runs/x/continue_abc bash train/recipes/default_model.sh   # ... on an unshipped run's
 #   UNET_LAYERS=2 CONTINUE=1 STAGE2_STEPS=2000 bash train/recipes/default_model.sh   # deepen the shipped UNet first
 #   TRAIN_LEAVES=120 DATA=runs/data_leaves CONTINUE=1 bash train/recipes/default_model.sh   # on dead-leaves content
 #   TRAIN_LEAVES=120 TRAIN_LEAVES_PHOTOS=15 DATA=runs/data_mix CONTINUE=1 bash train/recipes/default_model.sh  # + photos
@@ -134,9 +135,15 @@ OMP_NUM_THREADS=1 $PYTHON -m pipeline_video_deblur.cli synth --out "$DATA" --spl
 [ "${STOP_AFTER:-}" != data ] || { echo "== stopped after the data (STOP_AFTER=data)"; exit 0; }
 
 if [ "${CONTINUE:-0}" = "1" ]; then
-    # Continue stage 2 from the shipped default model (each run adds STAGE2_STEPS). The run folder is named
-    # after the starting weights, so an interrupted run resumes and a finished one is not repeated.
-    START=pipeline_video_deblur/default_model
+    # Continue stage 2 from the shipped default model, or from CONTINUE_FROM (a finished run's folder, such as a
+    # probe that was not shipped); each run adds STAGE2_STEPS. The run folder is named after the starting weights,
+    # so an interrupted run resumes and a finished one is not repeated.
+    START=${CONTINUE_FROM:-pipeline_video_deblur/default_model}
+    if ! done_pipeline "$START" || [ ! -f "$START/unet/diffusion_pytorch_model.safetensors" ]; then
+        echo "CONTINUE_FROM=$START: expected a finished pipeline folder (model_index.json and" \
+            "unet/diffusion_pytorch_model.safetensors), such as a run's output_dir after its last step" >&2
+        exit 2
+    fi
     STAGE2_LR=${STAGE2_LR:-1e-4}
     STAGE2_TIMESTEP_BIAS=${STAGE2_TIMESTEP_BIAS:-later}
     STAGE2_TIMESTEP_BIAS_MULTIPLIER=${STAGE2_TIMESTEP_BIAS_MULTIPLIER:-4}
