@@ -154,14 +154,21 @@ def _start_until_first_step(command: list, env: dict) -> tuple[subprocess.Popen,
     output = []
     reader = threading.Thread(target=lambda: output.extend(iter(process.stdout.readline, "")), daemon=True)
     reader.start()
-    deadline = time.monotonic() + 600
-    while not re.search(r"\b[1-9]\d*/100000", "".join(output)):  # the loop has made a step
+    _wait_for(process, output, r"\b[1-9]\d*/100000", 600)  # the loop has made a step
+    return process, output, reader
+
+
+def _wait_for(process: subprocess.Popen, output: list[str], pattern: str, seconds: float) -> re.Match:
+    """Wait until the job's output matches `pattern`; the job is killed and the test fails if it ends first or
+    `seconds` pass."""
+    deadline = time.monotonic() + seconds
+    while not (match := re.search(pattern, "".join(output))):
         if process.poll() is not None or time.monotonic() >= deadline:
             if process.poll() is None:
                 os.killpg(process.pid, signal.SIGKILL)
             raise AssertionError("".join(output)[-3000:])
-        time.sleep(0.2)
-    return process, output, reader
+        time.sleep(0.05)
+    return match
 
 
 def test_sigterm_to_the_job_saves_a_checkpoint_at_the_step_and_a_resume_goes_on(tmp_path, stage1_run, train_data):
@@ -201,14 +208,7 @@ def test_sigterm_during_validation_stops_at_the_validated_step(tmp_path, stage1_
     env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
     command = [PYTHON, TRAIN / "stage2_finetune.py", *flags, "--max_train_steps", "100000"]
     process, output, reader = _start_until_first_step(command, env)
-    deadline = time.monotonic() + 300
-    while not (validating := re.search(r"step (\d+): validating\n", "".join(output))):
-        if process.poll() is not None or time.monotonic() >= deadline:
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGKILL)
-            raise AssertionError("".join(output)[-3000:])
-        time.sleep(0.05)
-    step = int(validating.group(1))
+    step = int(_wait_for(process, output, r"step (\d+): validating\n", 300).group(1))
     os.killpg(process.pid, signal.SIGTERM)
     process.wait(timeout=300)
     reader.join(timeout=10)

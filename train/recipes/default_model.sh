@@ -7,7 +7,7 @@
 #   bash train/recipes/default_model.sh                 # CPU or GPU, whatever accelerate finds
 #   WORK=runs/default_model STAGE2_STEPS=20000 bash train/recipes/default_model.sh
 #   CONTINUE=1 STAGE2_STEPS=2000 bash train/recipes/default_model.sh   # more stage 2 on the shipped model
-#   CONTINUE=1 CONTINUE_FROM=runs/x/continue_abc bash train/recipes/default_model.sh   # ... on an unshipped run's
+#   CONTINUE=1 CONTINUE_FROM=runs/x/continue_abc bash train/recipes/default_model.sh   # from a run not shipped
 #   UNET_LAYERS=2 CONTINUE=1 STAGE2_STEPS=2000 bash train/recipes/default_model.sh   # deepen the shipped UNet first
 #   TRAIN_LEAVES=120 DATA=runs/data_leaves CONTINUE=1 bash train/recipes/default_model.sh   # on dead-leaves content
 #   TRAIN_LEAVES=120 TRAIN_LEAVES_PHOTOS=15 DATA=runs/data_mix CONTINUE=1 bash train/recipes/default_model.sh  # + photos
