@@ -105,6 +105,26 @@ def test_timestep_error_and_sample_spread(cache, tmp_path):
         assert image.width > 0
 
 
+def test_strength_sweep(cache, tmp_path):
+    out = tmp_path / "strength.json"
+    result = benchmark(
+        "strength_sweep.py",
+        *("--cache", cache, "--out", out, "--device", "cpu", "--max-clips", 1, "--num-frames", 4),
+        *("--steps", 2, "--strengths", "1,0.5"),
+    )
+    data = json.loads(out.read_text())
+    rows = data["rows"]
+    # The input first, then the strengths in ascending order; strength s runs round(s * steps) steps.
+    assert [(r["strength"], r["steps_run"]) for r in rows] == [(0.0, 0), (0.5, 1), (1.0, 2)]
+    assert data["frames_per_clip"] == [4] and data["setting"]["steps"] == 2 and data["setting"]["guidance_scale"] == 2
+    # One denoising step from the noised input changes the frames (the model is not the identity).
+    assert rows[1]["psnr"] != rows[0]["psnr"] and all(10 < r["psnr"] < 60 for r in rows), rows
+    assert data["best_psnr"]["strength"] in (0.5, 1.0)
+    assert "strength 0.5 (1 steps)" in result.stdout
+    with PIL.Image.open(out.with_suffix(".png")) as image:
+        assert image.width > 0
+
+
 def test_bad_arguments_are_named(tmp_path):
     result = benchmark("quality.py", "--max-clips", 0, "--cache", tmp_path, check=False)
     assert result.returncode != 0 and "argument --max-clips: expected a positive integer, got '0'" in result.stderr
@@ -114,6 +134,15 @@ def test_bad_arguments_are_named(tmp_path):
     assert (
         result.returncode != 0 and "argument --fast-strength: expected a number in (0, 1], got '1.5'" in result.stderr
     )
+    result = benchmark("strength_sweep.py", "--strengths", "0.5,2", "--cache", tmp_path, check=False)
+    assert (
+        result.returncode != 0
+        and "argument --strengths: expected comma-separated numbers in (0, 1], got '0.5,2' ('2' is not one)"
+        in result.stderr
+    )
+    result = benchmark("strength_sweep.py", "--strengths", "0.01", "--steps", 10, "--cache", tmp_path, check=False)
+    assert result.returncode != 0 and "strength 0.01 with --steps 10 runs no denoising step" in result.stderr
+    assert not (tmp_path / "test").exists()  # refused before it made any clip
     result = benchmark("sample_spread.py", "--seeds", 0, "--cache", tmp_path, check=False)
     assert result.returncode != 0 and "argument --seeds: expected a positive integer, got '0'" in result.stderr
     result = benchmark("sample_spread.py", "--guidance-scale", 0, "--cache", tmp_path, check=False)
