@@ -7,6 +7,7 @@ partial output (set VIDEO_DEBLUR_DEBUG=1 to see the traceback).
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import signal
 import sys
@@ -16,7 +17,7 @@ import time
 
 def _number(kind: type, minimum: float, inclusive: bool, description: str, maximum: float | None = None):
     """An argparse type: `kind(value)`, refused with the value and what was expected when out of range
-    (`minimum` excluded unless `inclusive`; `maximum`, when given, included)."""
+    (`minimum` excluded unless `inclusive`; `maximum`, when given, included) or not finite (nan, inf)."""
 
     def parse(value: str):
         try:
@@ -25,6 +26,7 @@ def _number(kind: type, minimum: float, inclusive: bool, description: str, maxim
             number = None
         if (
             number is None
+            or not math.isfinite(number)  # nan passes every comparison below, inf the ones without a maximum
             or number < minimum
             or (not inclusive and number == minimum)
             or (maximum is not None and number > maximum)

@@ -9,6 +9,8 @@ are the UNet's two cross-attention tokens. Sampling is DDIM with classifier-free
 from __future__ import annotations
 
 import inspect
+import math
+import numbers
 import os
 from collections.abc import Callable
 from typing import Any
@@ -458,6 +460,10 @@ class VideoDeblurPipeline(DiffusionPipeline):
         )
         if not isinstance(decode_chunk_size, int) or decode_chunk_size < 1:
             raise ValueError(f"`decode_chunk_size` must be a positive integer, got {decode_chunk_size!r}")
+        # nan would turn guidance off without a word, inf would write a video of nan
+        real = isinstance(guidance_scale, numbers.Real) and not isinstance(guidance_scale, bool)
+        if not real or not math.isfinite(guidance_scale):
+            raise ValueError(f"`guidance_scale` must be a finite number, got {guidance_scale!r}")
         self._guidance_scale = guidance_scale
         self._interrupt = False
         device = self._execution_device

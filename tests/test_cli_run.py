@@ -100,6 +100,14 @@ def bad_input_cases(tmp_path, clip_mp4, model_dir):
             [clip_mp4, "-o", tmp_path / "o.mp4", "--model", model_dir, "--strength", "1.5"],
             "expected a number in (0, 1], got '1.5'",
         ),
+        "infinite guidance": (
+            [clip_mp4, "-o", tmp_path / "o.mp4", "--model", model_dir, "--guidance-scale", "inf"],
+            "argument --guidance-scale: expected a positive number, got 'inf'",
+        ),
+        "nan strength": (
+            [clip_mp4, "-o", tmp_path / "o.mp4", "--model", model_dir, "--strength", "nan"],
+            "argument --strength: expected a number in (0, 1], got 'nan'",
+        ),
         "output is input": ([clip_mp4, "-o", clip_mp4, "--model", model_dir], "input"),
         # before the device and the model are looked at: the output is checked first of all
         "unwritable format": (
@@ -124,6 +132,8 @@ def bad_input_cases(tmp_path, clip_mp4, model_dir):
         "zero steps",
         "negative strength",
         "strength above 1",
+        "infinite guidance",
+        "nan strength",
         "output is input",
         "unwritable format",
         "not a device",

@@ -179,6 +179,10 @@ def test_residual_mode_adds_the_blurred_latents_back():
         (dict(tile_size=16, tile_overlap=16), r"\[0, tile_size=16\) pixels, got 16"),
         (dict(output_type="gif"), "output_type"),
         (dict(num_inference_steps=2, strength=0.1), "no denoising step"),
+        (dict(guidance_scale=float("nan")), r"`guidance_scale` must be a finite number, got nan"),
+        (dict(guidance_scale=float("inf")), r"`guidance_scale` must be a finite number, got inf"),
+        (dict(guidance_scale="2"), r"`guidance_scale` must be a finite number, got '2'"),
+        (dict(strength=float("nan")), r"`strength` must be in \(0, 1\], got nan"),
     ],
 )
 def test_bad_options_are_refused_with_the_value(kwargs, match):

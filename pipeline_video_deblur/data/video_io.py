@@ -20,6 +20,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ..atomic import replace_dir
+
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".gif", ".wmv", ".flv")
 """Extensions read and written as video files (writing supports .mp4, .mov, .mkv, .avi, .webm)."""
 WRITE_VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".avi", ".webm")
@@ -318,14 +320,9 @@ def _write_folder(array: np.ndarray, folder: Path, names: list[str] | None) -> N
         for frame, name in zip(array, names):
             Image.fromarray(frame).save(tmp / name)
         if folder.exists() and _exists(folder):
-            # overwrite: move the old folder aside, put the new one in place, then delete the old one.
-            old = folder.with_name(f".{folder.name}.old-{uuid.uuid4().hex[:8]}")
-            os.replace(folder, old)
-            os.replace(tmp, folder)
-            if old.is_dir():
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                old.unlink()
+            # overwrite: the old output is moved aside, deleted only once the new one is in place, and put back
+            # if that fails (an error or a signal between the two renames)
+            replace_dir(tmp, folder)
         else:
             if folder.is_dir():
                 folder.rmdir()  # an empty folder stands in for nothing

@@ -205,6 +205,30 @@ def test_overwrite_replaces_a_folder_of_frames_only(tmp_path):
     assert len(read_video(out)) == 1
 
 
+def test_a_failed_overwrite_of_a_folder_puts_the_old_frames_back(tmp_path, monkeypatch):
+    """If putting the new frames in place fails (an error, or a signal between the renames), the previous output
+    is where it was, whole, and nothing is left beside it."""
+    import pipeline_video_deblur.atomic as atomic
+
+    frames = _frames(3, 8, 10)
+    out = tmp_path / "out"
+    write_video(frames, out)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    real_replace = os.replace
+
+    def failing_replace(src, dst):
+        if os.path.basename(os.fspath(src)).startswith(".out.tmp-"):
+            raise OSError("disk gone")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(atomic.os, "replace", failing_replace)
+    with pytest.raises(OSError, match="disk gone"):
+        write_video(frames[:1], out, overwrite=True)
+    monkeypatch.undo()
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert sorted(os.listdir(tmp_path)) == ["out"]
+
+
 def test_is_video_file():
     assert is_video_file("a/b.MP4") and is_video_file("x.webm") and is_video_file("x.mov")
     assert not is_video_file("frames") and not is_video_file("a.png")
