@@ -65,7 +65,8 @@ class VideoDeblur:
                         "min": 1,
                         "max": 256,
                         "tooltip": "Frames per temporal window. Longer clips are processed in overlapping "
-                        "windows; memory grows with this, not with the clip's length.",
+                        "windows; the model's activations grow with this. The clip's latents are kept whole "
+                        "(so that windows agree at every step): that part grows with the clip's length.",
                     },
                 ),
                 "frame_overlap": (

@@ -187,7 +187,8 @@ def weight_bytes(pipe) -> int:
 def run_memory(pipe, frames: int, height: int, width: int, num_frames: int, tile_size: int | None) -> int:
     """Bytes a run needs on its device, roughly: the weights, the VAE's largest activations (a chunk of 8
     full-size frames at its widest full-resolution layer, a few tensors of it alive at once) and the UNet's for one
-    window x tile (CFG doubles the batch; skip connections keep several feature maps). ComfyUI unloads its own
+    window x tile (CFG doubles the batch; skip connections keep several feature maps), plus the whole clip's latents
+    (a few copies; the one term that grows with the clip's length). ComfyUI unloads its own
     models until this much is free: too high unloads more than needed, too low runs out of memory."""
     weights = weight_bytes(pipe)
     element = torch.tensor([], dtype=pipe.unet.dtype).element_size()
@@ -197,7 +198,11 @@ def run_memory(pipe, frames: int, height: int, width: int, num_frames: int, tile
     factor = pipe.vae_scale_factor
     latents = -(-min(tile, height) // factor) * -(-min(tile, width) // factor)
     unet = 2 * min(num_frames, frames) * latents * max(pipe.unet.config.block_out_channels) * element * 16
-    return int(weights + vae + unet)
+    # The whole clip's latents stay on the device through the run, so that the windows agree at every step: the
+    # noisy latents, the blurred condition, the blended prediction, the scaled input and the scheduler's
+    # temporaries, about six tensors of them; this is the part that grows with the clip's length.
+    clip_latents = frames * -(-height // factor) * -(-width // factor) * pipe.unet.config.out_channels
+    return int(weights + vae + unet + 6 * clip_latents * element)
 
 
 def move_to_run_device(loaded: LoadedPipeline, memory: int | None = None) -> None:
