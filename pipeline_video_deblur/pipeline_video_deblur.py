@@ -275,12 +275,11 @@ class VideoDeblurPipeline(DiffusionPipeline):
         if isinstance(video, np.ndarray):
             if video.ndim != 4 or video.shape[-1] not in (1, 3, 4):
                 raise ValueError(f"`video` as an array must be (F, H, W, 3), got shape {video.shape}")
-            if video.dtype == np.uint8:
-                video = video.astype(np.float32) / 255.0
-            elif np.issubdtype(video.dtype, np.floating):
-                video = video.astype(np.float32)
-            else:
+            if video.dtype != np.uint8 and not np.issubdtype(video.dtype, np.floating):
                 raise ValueError(f"`video` as an array must be uint8 or float, got dtype {video.dtype}")
+            if video.dtype not in (np.uint8, np.float16, np.float32, np.float64):
+                video = video.astype(np.float32)  # a float type torch does not take (float128)
+            # a view of the caller's array: the one full-size copy is made below
             video = torch.from_numpy(video).permute(0, 3, 1, 2)  # (F, H, W, C) -> (F, C, H, W)
         if not isinstance(video, torch.Tensor):
             raise ValueError(
@@ -291,15 +290,20 @@ class VideoDeblurPipeline(DiffusionPipeline):
             raise ValueError(f"`video` as a tensor must be (F, 3, H, W), got shape {tuple(video.shape)}")
         if video.shape[0] == 0:
             raise ValueError("`video` has no frames")
-        video = video.float() / 255.0 if video.dtype == torch.uint8 else video.float()
         if video.shape[1] == 1:
             video = video.expand(-1, 3, -1, -1)
         elif video.shape[1] == 4:
             video = video[:, :3]
-        lo, hi = float(video.min()), float(video.max())
-        if lo < -1e-3 or hi > 1 + 1e-3:
-            raise ValueError(f"`video` values must lie in [0, 1] (or uint8), got range [{lo:.3g}, {hi:.3g}]")
-        return video.clamp(0, 1).contiguous()
+        if video.dtype != torch.uint8:
+            if not video.is_floating_point():
+                raise ValueError(f"`video` as a tensor must be uint8 or float, got dtype {video.dtype}")
+            lo, hi = float(video.min()), float(video.max())
+            if not (lo >= -1e-3 and hi <= 1 + 1e-3):  # nan fails this too
+                raise ValueError(f"`video` values must lie in [0, 1] (or uint8), got range [{lo:.3g}, {hi:.3g}]")
+        # One float32 copy, contiguous and never the caller's own memory, scaled and clamped in place.
+        frames = torch.empty(video.shape, dtype=torch.float32, device=video.device)
+        frames.copy_(video)
+        return frames.div_(255.0) if video.dtype == torch.uint8 else frames.clamp_(0, 1)
 
     def encode_image(self, frames: torch.Tensor) -> torch.Tensor:
         """Embed frames (N, 3, H, W) in [0, 1] with both encoders: context tokens (N, 2, D).

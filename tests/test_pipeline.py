@@ -207,6 +207,8 @@ def test_tile_overlap_is_checked_against_the_default_tile():
         (np.zeros((4, 8, 8), dtype=np.uint8), "shape"),
         (np.zeros((2, 8, 8, 3), dtype=np.int32), "dtype"),
         (torch.full((2, 3, 8, 8), 2.0), "range"),
+        (torch.full((2, 3, 8, 8), float("nan")), r"range \[nan, nan\]"),
+        (torch.zeros((2, 3, 8, 8), dtype=torch.int64), "uint8 or float, got dtype torch.int64"),
         ("clip.mp4", "PIL"),
     ],
 )
@@ -214,6 +216,25 @@ def test_bad_videos_are_refused_with_the_value(video, match):
     pipe = tiny_pipeline()
     with pytest.raises(ValueError, match=match):
         pipe(video, num_inference_steps=1)
+
+
+def test_video_to_tensor_makes_one_float_copy_and_leaves_the_input_alone():
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 256, (3, 10, 12, 3), dtype=np.uint8)
+    tensor = VideoDeblurPipeline.video_to_tensor(frames)
+    assert tensor.dtype == torch.float32 and tensor.is_contiguous() and tensor.shape == (3, 3, 10, 12)
+    torch.testing.assert_close(tensor, torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255, rtol=0, atol=0)
+    # A float input slightly out of range is clamped in the copy, not in the caller's tensor.
+    given = torch.rand(2, 3, 8, 8)
+    given[0, 0, 0, 0] = 1.0005
+    kept = given.clone()
+    tensor = VideoDeblurPipeline.video_to_tensor(given)
+    assert tensor.data_ptr() != given.data_ptr() and torch.equal(given, kept) and tensor.max() == 1.0
+    # Grayscale and RGBA arrays become RGB; float64 and float16 arrays become float32.
+    gray = VideoDeblurPipeline.video_to_tensor(np.full((2, 4, 4, 1), 51, dtype=np.uint8))
+    assert gray.shape == (2, 3, 4, 4) and torch.all(gray == 0.2)
+    assert VideoDeblurPipeline.video_to_tensor(np.zeros((1, 4, 4, 4), dtype=np.float16)).shape == (1, 3, 4, 4)
+    assert VideoDeblurPipeline.video_to_tensor(np.zeros((1, 4, 4, 3))).dtype == torch.float32
 
 
 def test_from_default_without_the_embedded_model_names_the_folder(monkeypatch, tmp_path):
