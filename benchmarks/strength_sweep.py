@@ -66,8 +66,10 @@ def main() -> int:
     parser.add_argument("--figure", default=None, help="the plot (default: --out with .png)")
     args = parser.parse_args()
     figure_path = args.figure or os.path.splitext(args.out)[0] + ".png"
+    # what the pipeline's `get_timesteps` runs of the schedule (strength <= 1, so never more than `steps`)
+    steps_run = {value: round(value * args.steps) for value in args.strengths}
     for value in args.strengths:
-        if round(value * args.steps) < 1:
+        if steps_run[value] < 1:
             parser.error(
                 f"argument --strengths: strength {value:g} with --steps {args.steps} runs no denoising step "
                 f"(round(strength * steps) = 0); use a larger strength or more steps"
@@ -98,7 +100,7 @@ def main() -> int:
             ).frames[0]
             outputs[name] = to_uint8(frames)
         row = score(f"strength {strength:g}", outputs, clips, time.perf_counter() - started)
-        row = {"strength": strength, "steps_run": min(round(strength * args.steps), args.steps), **row}
+        row = {"strength": strength, "steps_run": steps_run[strength], **row}
         rows.append(row)
         print(row_line(f"strength {strength:g} ({row['steps_run']} steps)", row), flush=True)
 

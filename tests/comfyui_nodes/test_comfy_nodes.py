@@ -274,8 +274,8 @@ def test_the_memory_asked_of_comfyui_covers_weights_vae_and_a_window(nodes, load
     large = runtime.run_memory(pipe, frames=16, height=720, width=1280, num_frames=16, tile_size=None)
     assert weights < small < large
     assert large - weights > 8 * 720 * 1280 * 4  # at least one float32 plane per frame of the VAE's chunk
-    # The windows and tiles bound the activations, not the clip's latents, which are kept whole: a clip ten times as
-    # long asks for at least ten times their (six copies') room more.
+    # The windows and tiles bound the activations, not the clip's latents, which are kept whole: 144 more frames ask
+    # for six copies of those frames' latents more, and nothing else.
     long = runtime.run_memory(pipe, frames=160, height=720, width=1280, num_frames=16, tile_size=None)
     factor, element = pipe.vae_scale_factor, next(pipe.unet.parameters()).element_size()
     latents = pipe.unet.config.out_channels * -(-720 // factor) * -(-1280 // factor) * element
