@@ -27,7 +27,13 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 from results_io import atomic_path, write_json  # noqa: E402
 
-from pipeline_video_deblur.cli import load_pipeline, positive_float, positive_int, strength_fraction  # noqa: E402
+from pipeline_video_deblur.cli import (  # noqa: E402
+    load_pipeline,
+    non_negative_float,
+    positive_float,
+    positive_int,
+    strength_fraction,
+)
 
 
 def load_test_clips(cache: str) -> list[tuple[str, np.ndarray, np.ndarray]]:
@@ -108,9 +114,16 @@ def main() -> None:
     parser.add_argument(
         "--guidance-scale", type=positive_float, default=None, help="default setting: CFG (pipeline default)"
     )
+    parser.add_argument(
+        "--noise-scale",
+        type=non_negative_float,
+        default=None,
+        help="default setting: starting noise x this (default: the model's own, pipe.config.noise_scale)",
+    )
     parser.add_argument("--fast-steps", type=positive_int, default=10)
     parser.add_argument("--fast-guidance-scale", type=positive_float, default=1.0)
     parser.add_argument("--fast-strength", type=strength_fraction, default=1.0)
+    parser.add_argument("--fast-noise-scale", type=non_negative_float, default=None, help="default: the model's own")
     parser.add_argument("--cache", default=os.path.join(HERE, "..", "runs", "benchmark_synth_test_seed0"))
     parser.add_argument("--out", default=os.path.join(HERE, "results", "quality.json"))
     parser.add_argument("--figure", default=os.path.join(HERE, "results", "quality.png"))
@@ -142,6 +155,9 @@ def main() -> None:
 
     default_cfg = inspect.signature(pipe.__call__).parameters["guidance_scale"].default
     default_cfg = default_cfg if args.guidance_scale is None else args.guidance_scale
+    model_noise = float(pipe.config.get("noise_scale", 1.0))
+    default_noise = model_noise if args.noise_scale is None else args.noise_scale
+    fast_noise = model_noise if args.fast_noise_scale is None else args.fast_noise_scale
 
     rows: dict[str, dict] = {}
     outputs: dict[str, dict] = {}
@@ -155,7 +171,7 @@ def main() -> None:
         rows[method]["clips"] = len(subset)
         print(row_line(method, rows[method]), flush=True)
 
-    def deblur(steps, cfg, strength, seed=0):
+    def deblur(steps, cfg, strength, noise, seed=0):
         def fn(blur):
             generator = torch.Generator().manual_seed(seed)
             return pipe(
@@ -163,6 +179,7 @@ def main() -> None:
                 num_inference_steps=steps,
                 guidance_scale=cfg,
                 strength=strength,
+                noise_scale=noise,
                 generator=generator,
                 output_type="np",
             ).frames[0]
@@ -188,17 +205,20 @@ def main() -> None:
         "VAE round trip", outputs["VAE round trip (sharp)"], clips, time.perf_counter() - started
     )
     print(row_line("VAE round trip (sharp)", rows["VAE round trip (sharp)"], colour=False, seconds=False))
-    fast_name = f"fast ({args.fast_steps} steps, CFG {args.fast_guidance_scale:g}, strength {args.fast_strength:g})"
-    run(fast_name, deblur(args.fast_steps, args.fast_guidance_scale, args.fast_strength))
-    default_name = f"default ({args.steps} steps, CFG {default_cfg:g})"
+    fast_name = (
+        f"fast ({args.fast_steps} steps, CFG {args.fast_guidance_scale:g}, strength {args.fast_strength:g}, "
+        f"noise {fast_noise:g})"
+    )
+    run(fast_name, deblur(args.fast_steps, args.fast_guidance_scale, args.fast_strength, fast_noise))
+    default_name = f"default ({args.steps} steps, CFG {default_cfg:g}, noise {default_noise:g})"
     subset = clips[: args.default_clips] if args.default_clips else None
-    run(default_name, deblur(args.steps, default_cfg, 1.0), subset)
+    run(default_name, deblur(args.steps, default_cfg, 1.0, default_noise), subset)
     target_name = default_name
     if args.default_seeds > 1:
         seeded = [default_name]
         for seed in range(1, args.default_seeds):
             seeded.append(f"{default_name} [seed {seed}]")
-            run(seeded[-1], deblur(args.steps, default_cfg, 1.0, seed), subset)
+            run(seeded[-1], deblur(args.steps, default_cfg, 1.0, default_noise, seed), subset)
         target_name = f"{default_name} [mean of {args.default_seeds} seeds]"
         rows[target_name] = mean_over_seeds([rows[name] for name in seeded])
         print(row_line(target_name, rows[target_name], seconds=False))
@@ -235,6 +255,9 @@ def main() -> None:
         "settings": {
             "default_clips": len(subset) if subset is not None else len(clips),
             "default_seeds": args.default_seeds,
+            "noise_scale": default_noise,
+            "fast_noise_scale": fast_noise,
+            "model_noise_scale": model_noise,
             "tile_size": "pipeline default",
         },
     }

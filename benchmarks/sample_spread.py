@@ -29,7 +29,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 from results_io import atomic_path, write_json  # noqa: E402
 
-from pipeline_video_deblur.cli import load_pipeline, positive_float, positive_int  # noqa: E402
+from pipeline_video_deblur.cli import load_pipeline, non_negative_float, positive_float, positive_int  # noqa: E402
 
 
 def clip_psnr(output: np.ndarray, sharp: np.ndarray) -> float:
@@ -53,6 +53,13 @@ def main() -> int:
     parser.add_argument(
         "--guidance-scale", type=positive_float, default=None, help="CFG of the draws (pipeline default)"
     )
+    parser.add_argument(
+        "--noise-scale",
+        type=non_negative_float,
+        default=1.0,
+        help="the draws' starting noise x this (default 1: standard draws, whatever the model's own default; the "
+        "one-step reference always starts from noise x 1)",
+    )
     parser.add_argument("--seeds", type=positive_int, default=8, help="number of draws K (seeds 0..K-1)")
     parser.add_argument("--clips", type=positive_int, default=1, help="the first N benchmark clips")
     parser.add_argument("--num-frames", type=positive_int, default=8, help="the first N frames of each clip")
@@ -74,19 +81,28 @@ def main() -> int:
     if cfg is None:
         cfg = inspect.signature(pipe.__call__).parameters["guidance_scale"].default
 
-    def deblur(blur, steps, scale, seed):
+    def deblur(blur, steps, scale, seed, noise):
         generator = torch.Generator().manual_seed(seed)
-        frames = pipe(blur, num_inference_steps=steps, guidance_scale=scale, generator=generator, output_type="np")
+        frames = pipe(
+            blur,
+            num_inference_steps=steps,
+            guidance_scale=scale,
+            noise_scale=noise,
+            generator=generator,
+            output_type="np",
+        )
         return frames.frames[0]
 
     started = time.perf_counter()
     one_step, draws = {}, {name: [] for name, _, _ in clips}
     with tqdm(total=len(clips) * (args.seeds + 1), desc="sample spread") as bar:
         for name, blur, _ in clips:
-            one_step[name] = to_uint8(deblur(blur, 1, 1.0, 0))
+            one_step[name] = to_uint8(deblur(blur, 1, 1.0, 0, 1.0))
             bar.update()
             for seed in range(args.seeds):
-                draws[name].append(deblur(blur, args.steps, cfg, seed))  # float, so that means are not rounded
+                draws[name].append(
+                    deblur(blur, args.steps, cfg, seed, args.noise_scale)
+                )  # float, so that means are not rounded
                 bar.update()
 
     def average(outputs: dict, metric) -> float:
@@ -114,7 +130,8 @@ def main() -> int:
     seconds = time.perf_counter() - started
 
     print(
-        f"{len(clips)} clip(s) x {args.num_frames} frames; draws: {args.steps} steps, CFG {cfg:g}, {args.seeds} seeds"
+        f"{len(clips)} clip(s) x {args.num_frames} frames; draws: {args.steps} steps, CFG {cfg:g}, "
+        f"noise x {args.noise_scale:g}, {args.seeds} seeds"
     )
     print(f"{'blurred input':28s} PSNR {input_psnr:6.2f}")
     print(f"{'one step, CFG 1':28s} PSNR {one_psnr:6.2f}")
@@ -129,7 +146,7 @@ def main() -> int:
         "model": args.model,
         "clips": [n for n, _, _ in clips],
         "frames_per_clip": args.num_frames,
-        "draws": {"steps": args.steps, "guidance_scale": cfg, "seeds": args.seeds},
+        "draws": {"steps": args.steps, "guidance_scale": cfg, "noise_scale": args.noise_scale, "seeds": args.seeds},
         "input_psnr": input_psnr,
         "one_step_psnr": one_psnr,
         "mean_draw_psnr": mean_draw_psnr,

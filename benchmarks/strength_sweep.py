@@ -28,7 +28,13 @@ sys.path.insert(0, HERE)
 from quality import load_test_clips, row_line, score, to_uint8  # noqa: E402
 from results_io import atomic_path, write_json  # noqa: E402
 
-from pipeline_video_deblur.cli import load_pipeline, positive_float, positive_int, strength_fraction  # noqa: E402
+from pipeline_video_deblur.cli import (  # noqa: E402
+    load_pipeline,
+    non_negative_float,
+    positive_float,
+    positive_int,
+    strength_fraction,
+)
 
 
 def strength_list(text: str) -> list[float]:
@@ -58,6 +64,12 @@ def main() -> int:
         default=strength_list("0.1,0.2,0.3,0.4,0.6,0.8,1"),
         help="comma-separated strengths in (0, 1] (default 0.1,0.2,0.3,0.4,0.6,0.8,1)",
     )
+    parser.add_argument(
+        "--noise-scale",
+        type=non_negative_float,
+        default=None,
+        help="starting noise x this (default: the model's own, pipe.config.noise_scale)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="the sampler's seed (the same for every strength)")
     parser.add_argument("--max-clips", type=positive_int, default=None, help="the first N benchmark clips only")
     parser.add_argument("--num-frames", type=positive_int, default=None, help="the first N frames of each clip")
@@ -83,6 +95,7 @@ def main() -> int:
     pipe.set_progress_bar_config(disable=True)
     cfg = inspect.signature(pipe.__call__).parameters["guidance_scale"].default
     cfg = cfg if args.guidance_scale is None else args.guidance_scale
+    noise = float(pipe.config.get("noise_scale", 1.0)) if args.noise_scale is None else args.noise_scale
 
     rows = [{"strength": 0.0, "steps_run": 0, **score("blurred input", {n: b for n, b, _ in clips}, clips, 0.0)}]
     print(row_line("blurred input", rows[0]), flush=True)
@@ -95,6 +108,7 @@ def main() -> int:
                 num_inference_steps=args.steps,
                 guidance_scale=cfg,
                 strength=strength,
+                noise_scale=noise,
                 generator=torch.Generator().manual_seed(args.seed),
                 output_type="np",
             ).frames[0]
@@ -108,7 +122,7 @@ def main() -> int:
     result = {
         "data": "video-deblur synth --split test --sequences 4 --frames 16 --size 128x128 --seed 0",
         "model": args.model,
-        "setting": {"steps": args.steps, "guidance_scale": cfg, "seed": args.seed},
+        "setting": {"steps": args.steps, "guidance_scale": cfg, "noise_scale": noise, "seed": args.seed},
         "clips": len(clips),
         "frames_per_clip": [len(blur) for _, blur, _ in clips],
         "machine": f"{os.cpu_count()} CPU cores, torch {torch.__version__}, {torch.get_num_threads()} threads",
@@ -134,7 +148,9 @@ def main() -> int:
         axis.set_ylabel(key.upper())
         axis.grid(alpha=0.3)
     axes[0].legend()
-    figure.suptitle(f"{args.model}: {args.steps} steps, CFG {cfg:g}, seed {args.seed}, {len(clips)} clip(s)")
+    figure.suptitle(
+        f"{args.model}: {args.steps} steps, CFG {cfg:g}, noise x {noise:g}, seed {args.seed}, {len(clips)} clip(s)"
+    )
     figure.tight_layout()
     with atomic_path(figure_path) as tmp:
         figure.savefig(tmp, dpi=100, format="png")

@@ -101,7 +101,24 @@ class VideoDeblur:
                         "tooltip": "Seed of the initial noise; the same seed and settings give the same result.",
                     },
                 ),
-            }
+            },
+            # Inputs added after the first release are optional, so that saved workflows without them still load
+            # (ComfyUI refuses a prompt that lacks a required input, and the UI maps saved widget values by
+            # position); the function's defaults are what such workflows get.
+            "optional": {
+                "noise_scale": (
+                    "FLOAT",
+                    {
+                        "default": -1.0,
+                        "min": -1.0,
+                        "max": 2.0,
+                        "step": 0.05,
+                        "tooltip": "Multiplies the starting noise: lower values trade invented texture for "
+                        "fidelity (closer to the model's mean estimate, less flicker). -1 uses the model's own "
+                        "choice.",
+                    },
+                ),
+            },
         }
 
     RETURN_TYPES = ("IMAGE",)
@@ -125,6 +142,7 @@ class VideoDeblur:
         frame_overlap: int,
         tile_size: int,
         seed: int,
+        noise_scale: float = -1.0,
     ) -> tuple[torch.Tensor]:
         if not isinstance(pipeline, runtime.LoadedPipeline):
             raise ValueError(
@@ -141,6 +159,9 @@ class VideoDeblur:
             )
         runtime.check_interrupt()
 
+        # Any negative noise_scale (the widget's -1) asks for the model's own, config.noise_scale; nan is passed on
+        # and refused by the pipeline with the value.
+        noise_scale = None if float(noise_scale) < 0 else float(noise_scale)
         generator = torch.Generator(device="cpu").manual_seed(int(seed))
         memory = runtime.run_memory(pipe, len(video), height, width, int(num_frames), int(tile_size) or None)
         runtime.move_to_run_device(pipeline, memory)
@@ -150,6 +171,7 @@ class VideoDeblur:
                 num_inference_steps=int(steps),
                 guidance_scale=float(guidance_scale),
                 strength=float(strength),
+                noise_scale=noise_scale,
                 num_frames=int(num_frames),
                 frame_overlap=int(frame_overlap),
                 tile_size=int(tile_size) or None,

@@ -1,6 +1,6 @@
 """Deblur the bundled sample with a model and write the README's before / after image.
 
-    python examples/make_sample_comparison.py [--model default] [--steps 10] [--guidance-scale 1]
+    python examples/make_sample_comparison.py [--model default] [--steps 10] [--guidance-scale 1] [--noise-scale S]
 
 Rows: the middle frame of examples/sample_blurred.mp4, the model's output and the sharp reference
 (examples/sample_sharp_reference.mp4, the synthetic clip's ground truth), each with its PSNR.
@@ -17,7 +17,7 @@ import PIL.ImageDraw
 import torch
 
 from pipeline_video_deblur.atomic import atomic_path
-from pipeline_video_deblur.cli import positive_float, positive_int, strength_fraction
+from pipeline_video_deblur.cli import non_negative_float, positive_float, positive_int, strength_fraction
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -29,6 +29,7 @@ def main() -> None:
     parser.add_argument("--steps", type=positive_int, default=50)
     parser.add_argument("--guidance-scale", type=positive_float, default=2.0)
     parser.add_argument("--strength", type=strength_fraction, default=1.0)
+    parser.add_argument("--noise-scale", type=non_negative_float, default=None, help="default: the model's own")
     parser.add_argument("--out", default=os.path.join(HERE, "sample_comparison.png"))
     args = parser.parse_args()
 
@@ -44,6 +45,7 @@ def main() -> None:
         num_inference_steps=args.steps,
         guidance_scale=args.guidance_scale,
         strength=args.strength,
+        noise_scale=args.noise_scale,
         generator=torch.Generator().manual_seed(0),
         output_type="np",
     ).frames[0]
@@ -59,7 +61,11 @@ def main() -> None:
         panels.append(np.asarray(image))
     with atomic_path(args.out) as tmp:  # the old figure stays until the new one is complete
         PIL.Image.fromarray(np.concatenate(panels, axis=1)).save(tmp)
-    print(f"wrote {args.out} ({args.steps} steps, CFG {args.guidance_scale:g}, strength {args.strength:g})")
+    noise = pipe.config.get("noise_scale", 1.0) if args.noise_scale is None else args.noise_scale
+    print(
+        f"wrote {args.out} ({args.steps} steps, CFG {args.guidance_scale:g}, strength {args.strength:g}, "
+        f"noise x {noise:g})"
+    )
     print("PSNR over the clip: " + ", ".join(scores[:2]))
 
 

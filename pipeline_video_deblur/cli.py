@@ -41,6 +41,7 @@ positive_int = _number(int, 1, True, "a positive integer")
 non_negative_int = _number(int, 0, True, "a non-negative integer")
 positive_float = _number(float, 0, False, "a positive number")
 strength_fraction = _number(float, 0, False, "a number in (0, 1]", maximum=1)
+non_negative_float = _number(float, 0, True, "a number >= 0")
 
 
 def add_model_args(parser: argparse.ArgumentParser) -> None:
@@ -51,6 +52,12 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=positive_int, default=50, help="denoising steps (default 50)")
     parser.add_argument("--guidance-scale", type=positive_float, default=2.0, help="CFG scale; <= 1 disables CFG")
     parser.add_argument("--strength", type=strength_fraction, default=1.0, help="(0, 1]; < 1 starts from the input")
+    parser.add_argument(
+        "--noise-scale",
+        type=non_negative_float,
+        default=None,
+        help="starting noise x this (>= 0; < 1 trades invented texture for fidelity; default: the model's own)",
+    )
     parser.add_argument("--num-frames", type=positive_int, default=16, help="frames per temporal window")
     parser.add_argument(
         "--frame-overlap",
@@ -175,6 +182,7 @@ def run_run(args: argparse.Namespace) -> int:
         num_inference_steps=args.steps,
         guidance_scale=args.guidance_scale,
         strength=args.strength,
+        noise_scale=args.noise_scale,
         num_frames=args.num_frames,
         frame_overlap=args.frame_overlap,
         tile_size=args.tile_size,

@@ -43,6 +43,7 @@ def test_quality_scores_every_method(cache, tmp_path):
         "quality.py",
         *("--cache", cache, "--out", out, "--figure", figure, "--device", "cpu"),
         *("--max-clips", 1, "--steps", 2, "--fast-steps", 1, "--default-seeds", 2),
+        *("--noise-scale", 1, "--fast-noise-scale", 0.5),  # the default setting's draws differ at noise 1
     )
     data = json.loads(out.read_text())
     methods = data["methods"]
@@ -50,27 +51,28 @@ def test_quality_scores_every_method(cache, tmp_path):
         "blurred input",
         "unsharp baseline",
         "VAE round trip (sharp)",
-        "fast (1 steps, CFG 1, strength 1)",
-        "default (2 steps, CFG 2)",
-        "default (2 steps, CFG 2) [seed 1]",
-        "default (2 steps, CFG 2) [mean of 2 seeds]",
+        "fast (1 steps, CFG 1, strength 1, noise 0.5)",
+        "default (2 steps, CFG 2, noise 1)",
+        "default (2 steps, CFG 2, noise 1) [seed 1]",
+        "default (2 steps, CFG 2, noise 1) [mean of 2 seeds]",
     }, list(methods)
     # The weight-free pixel-shuffle VAE is exactly invertible: its ceiling is infinite.
     assert math.isinf(methods["VAE round trip (sharp)"]["psnr"])
     blurred = methods["blurred input"]
     assert 15 < blurred["psnr"] < 40 and 0 < blurred["ssim"] < 1, blurred
-    for name in ("fast (1 steps, CFG 1, strength 1)", "default (2 steps, CFG 2)"):
+    for name in ("fast (1 steps, CFG 1, strength 1, noise 0.5)", "default (2 steps, CFG 2, noise 1)"):
         row = methods[name]
         assert 10 < row["psnr"] < 60 and row["seconds_per_frame"] > 0 and row["clips"] == 1, row
     assert data["device"] == "cpu"
     # Two draws of the default setting (seeds 0 and 1) differ; the targets use their mean.
-    draws = [methods["default (2 steps, CFG 2)"], methods["default (2 steps, CFG 2) [seed 1]"]]
+    draws = [methods["default (2 steps, CFG 2, noise 1)"], methods["default (2 steps, CFG 2, noise 1) [seed 1]"]]
     assert draws[0]["psnr"] != draws[1]["psnr"]
-    mean = methods["default (2 steps, CFG 2) [mean of 2 seeds]"]
+    mean = methods["default (2 steps, CFG 2, noise 1) [mean of 2 seeds]"]
     for key in ("psnr", "ssim", "tce", "colour_shift_percent"):
         assert mean[key] == pytest.approx((draws[0][key] + draws[1][key]) / 2), key
     assert mean["psnr_std"] == pytest.approx(abs(draws[0]["psnr"] - draws[1]["psnr"]) / 2)
     assert mean["seeds"] == 2 and data["settings"]["default_seeds"] == 2
+    assert data["settings"]["noise_scale"] == 1 and data["settings"]["fast_noise_scale"] == 0.5
     assert data["targets"]["default_gain_db"] == pytest.approx(mean["psnr"] - blurred["psnr"])
     assert "blurred input" in result.stdout and "PSNR" in result.stdout
     with PIL.Image.open(figure) as image:
@@ -125,6 +127,26 @@ def test_strength_sweep(cache, tmp_path):
         assert image.width > 0
 
 
+def test_noise_scale_sweep(cache, tmp_path):
+    out = tmp_path / "noise.json"
+    result = benchmark(
+        "noise_scale_sweep.py",
+        *("--cache", cache, "--out", out, "--device", "cpu", "--max-clips", 1, "--num-frames", 4),
+        *("--steps", 2, "--noise-scales", "1,0", "--seeds", 2),
+    )
+    data = json.loads(out.read_text())
+    rows = data["rows"]
+    # The input first, then the scales in ascending order; 0 runs once (every seed gives the same clip), 1 twice.
+    assert [(r["noise_scale"], r.get("seeds")) for r in rows] == [(None, None), (0.0, 1), (1.0, 2)]
+    assert rows[2]["psnr_std"] > 0  # two draws at noise 1 differ
+    assert data["frames_per_clip"] == [4] and data["setting"]["steps"] == 2 and data["setting"]["eta"] == 0
+    assert all(10 < r["psnr"] < 60 for r in rows) and rows[1]["psnr"] != rows[0]["psnr"], rows
+    assert data["best_psnr"]["noise_scale"] in (0.0, 1.0)
+    assert "noise 1 [seed 1]" in result.stdout and "noise 1 [mean of 2 seeds]" in result.stdout
+    with PIL.Image.open(out.with_suffix(".png")) as image:
+        assert image.width > 0
+
+
 def test_bad_arguments_are_named(tmp_path):
     result = benchmark("quality.py", "--max-clips", 0, "--cache", tmp_path, check=False)
     assert result.returncode != 0 and "argument --max-clips: expected a positive integer, got '0'" in result.stderr
@@ -143,6 +165,12 @@ def test_bad_arguments_are_named(tmp_path):
     result = benchmark("strength_sweep.py", "--strengths", "0.01", "--steps", 10, "--cache", tmp_path, check=False)
     assert result.returncode != 0 and "strength 0.01 with --steps 10 runs no denoising step" in result.stderr
     assert not (tmp_path / "test").exists()  # refused before it made any clip
+    result = benchmark("noise_scale_sweep.py", "--noise-scales", "0,-1", "--cache", tmp_path, check=False)
+    assert (
+        result.returncode != 0
+        and "argument --noise-scales: expected comma-separated numbers >= 0, got '0,-1' ('-1' is not one)"
+        in result.stderr
+    )
     result = benchmark("sample_spread.py", "--seeds", 0, "--cache", tmp_path, check=False)
     assert result.returncode != 0 and "argument --seeds: expected a positive integer, got '0'" in result.stderr
     result = benchmark("sample_spread.py", "--guidance-scale", 0, "--cache", tmp_path, check=False)

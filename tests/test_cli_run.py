@@ -66,6 +66,21 @@ def test_run_on_a_folder_writes_pngs_with_the_input_names(model_dir, tmp_path):
     assert PIL.Image.open(out / "a_010.png").size == (30, 20)
 
 
+def test_noise_scale_zero_gives_the_same_frames_for_every_seed(model_dir, tmp_path):
+    frames_dir = tmp_path / "frames"
+    frames_dir.mkdir()
+    for i, frame in enumerate((tiny_video(frames=3).permute(0, 2, 3, 1).numpy() * 255).astype(np.uint8)):
+        PIL.Image.fromarray(frame).save(frames_dir / f"{i}.png")
+    outputs = {}
+    for noise, seed in ((0, 0), (0, 1), (1, 0), (1, 1)):
+        out = tmp_path / f"out_{noise}_{seed}"
+        options = ("--steps", 2, "--noise-scale", noise, "--seed", seed)
+        video_deblur("run", frames_dir, "-o", out, "--model", model_dir, *options)
+        outputs[noise, seed] = np.stack([np.asarray(PIL.Image.open(out / f"{i}.png")) for i in range(3)])
+    np.testing.assert_array_equal(outputs[0, 0], outputs[0, 1])
+    assert not np.array_equal(outputs[1, 0], outputs[1, 1])
+
+
 def test_existing_output_is_kept_unless_overwrite(model_dir, clip_mp4, tmp_path):
     out = tmp_path / "exists.mp4"
     out.write_bytes(b"precious")
@@ -108,6 +123,10 @@ def bad_input_cases(tmp_path, clip_mp4, model_dir):
             [clip_mp4, "-o", tmp_path / "o.mp4", "--model", model_dir, "--strength", "nan"],
             "argument --strength: expected a number in (0, 1], got 'nan'",
         ),
+        "negative noise scale": (
+            [clip_mp4, "-o", tmp_path / "o.mp4", "--model", model_dir, "--noise-scale", "-0.5"],
+            "argument --noise-scale: expected a number >= 0, got '-0.5'",
+        ),
         "output is input": ([clip_mp4, "-o", clip_mp4, "--model", model_dir], "input"),
         # before the device and the model are looked at: the output is checked first of all
         "unwritable format": (
@@ -134,6 +153,7 @@ def bad_input_cases(tmp_path, clip_mp4, model_dir):
         "strength above 1",
         "infinite guidance",
         "nan strength",
+        "negative noise scale",
         "output is input",
         "unwritable format",
         "not a device",

@@ -90,6 +90,13 @@ def test_default_model_output_is_deterministic_and_keeps_the_clip_shape():
     second = pipe(video, num_inference_steps=2, output_type="np", generator=torch.Generator().manual_seed(0)).frames
     assert first.shape == (1, 4, 32, 32, 3)
     np.testing.assert_array_equal(first, second)
+    # Its own noise_scale is 0 (chosen by measurement, stated on its card): with DDIM's eta 0 no seed matters
+    assert pipe.config.noise_scale == 0
+    assert "`noise_scale: 0`" in open(os.path.join(DEFAULT_MODEL_PATH, "README.md")).read()
+    other = pipe(video, num_inference_steps=2, output_type="np", generator=torch.Generator().manual_seed(1)).frames
+    np.testing.assert_array_equal(first, other)
+    drawn = pipe(video, num_inference_steps=2, output_type="np", noise_scale=1.0).frames
+    assert np.abs(drawn - first).max() > 1e-3
 
 
 @pytest.mark.skipif(
@@ -126,7 +133,11 @@ def test_ship_script_copies_components_sets_the_tile_and_keeps_the_card(tmp_path
     pipe = VideoDeblurPipeline.from_pretrained(source)
     tile = 2 * pipe.size_multiple
     ship = [sys.executable, os.path.join(REPO, "train", "recipes", "ship_default_model.py"), str(source), str(target)]
-    result = subprocess.run([*ship, "--tile-size", str(tile)], capture_output=True, text=True, timeout=600)
+    refused = subprocess.run([*ship, "--noise-scale", "-1"], capture_output=True, text=True, timeout=600)
+    assert refused.returncode != 0 and "--noise-scale must be a finite number >= 0, got -1.0" in refused.stderr
+    assert not (target / "model_index.json").exists()
+    options = ("--tile-size", str(tile), "--noise-scale", "0.25")
+    result = subprocess.run([*ship, *options], capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
 
     shipped = VideoDeblurPipeline.from_pretrained(target)
@@ -144,7 +155,7 @@ def test_ship_script_copies_components_sets_the_tile_and_keeps_the_card(tmp_path
     video = torch.rand(2, 3, tile, tile)
     frames = shipped(video, num_inference_steps=1, guidance_scale=2.0, output_type="np").frames[0]
     assert frames.dtype == np.float32 and np.isfinite(frames).all()
-    assert shipped.config.residual is True
+    assert shipped.config.residual is True and shipped.config.noise_scale == 0.25
     assert (target / "README.md").read_text() == "# card\n"  # the card is kept
     assert (target / "HISTORY.md").read_text() == "# every version\n"  # and the history beside it
     assert not (target / "stale.txt").exists()  # nothing else of the old folder survives
@@ -167,6 +178,8 @@ def test_ship_script_copies_components_sets_the_tile_and_keeps_the_card(tmp_path
     after = load_file(kept / "unet" / "diffusion_pytorch_model.safetensors")
     assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
     assert len(json.loads((target / "training.json").read_text())["runs"]) == 2
+    # without --noise-scale the model keeps the one measured for the model it replaces
+    assert VideoDeblurPipeline.from_pretrained(target).config.noise_scale == 0.25
     # A --keep-replaced folder that holds another model is refused before anything changes; a leftover .old
     # (an interrupted ship) is never deleted.
     other = tmp_path / "other"

@@ -166,6 +166,48 @@ def test_residual_mode_adds_the_blurred_latents_back():
     torch.testing.assert_close(corrected - generated, residual.encode_video(video[None]), atol=1e-5, rtol=1e-5)
 
 
+def test_noise_scale_multiplies_the_starting_noise():
+    pipe = tiny_pipeline()
+    shape = (1, pipe.unet.config.out_channels, 4, 8, 8)
+    full = pipe.prepare_latents(shape, torch.float32, "cpu", torch.Generator().manual_seed(3))
+    half = pipe.prepare_latents(shape, torch.float32, "cpu", torch.Generator().manual_seed(3), noise_scale=0.5)
+    torch.testing.assert_close(half, 0.5 * full)
+    # 0 with eta = 0: DDIM has no randomness left, every seed gives the same clip; 1 draws a different one per seed
+    video = tiny_video()
+    still = [
+        pipe(
+            video,
+            num_inference_steps=3,
+            noise_scale=0.0,
+            output_type="np",
+            generator=torch.Generator().manual_seed(seed),
+        ).frames[0]
+        for seed in (0, 1)
+    ]
+    np.testing.assert_array_equal(still[0], still[1])
+    drawn = [run(pipe, video, num_inference_steps=3, noise_scale=1.0)]
+    drawn.append(
+        pipe(video, num_inference_steps=3, output_type="np", generator=torch.Generator().manual_seed(1)).frames[0]
+    )
+    assert np.abs(drawn[0] - drawn[1]).max() > 1e-3
+    assert np.abs(drawn[0] - still[0]).max() > 1e-3
+
+
+def test_noise_scale_defaults_to_the_models_and_survives_a_round_trip(tmp_path):
+    video = tiny_video()
+    standard = tiny_pipeline()
+    assert standard.config.noise_scale == 1.0
+    np.testing.assert_array_equal(run(standard, video), run(standard, video, noise_scale=1.0))
+    cool = VideoDeblurPipeline(**tiny_components(), noise_scale=0.25)
+    np.testing.assert_array_equal(run(cool, video), run(standard, video, noise_scale=0.25))
+    cool.save_pretrained(tmp_path / "pipe")
+    loaded = VideoDeblurPipeline.from_pretrained(tmp_path / "pipe")
+    assert loaded.config.noise_scale == 0.25
+    np.testing.assert_allclose(run(loaded, video), run(cool, video), atol=1e-5)
+    with pytest.raises(ValueError, match=r"the pipeline's `noise_scale` must be a finite number >= 0, got -1"):
+        VideoDeblurPipeline(**tiny_components(), noise_scale=-1)
+
+
 @pytest.mark.parametrize(
     "kwargs,match",
     [
@@ -183,6 +225,9 @@ def test_residual_mode_adds_the_blurred_latents_back():
         (dict(guidance_scale=float("inf")), r"`guidance_scale` must be a finite number, got inf"),
         (dict(guidance_scale="2"), r"`guidance_scale` must be a finite number, got '2'"),
         (dict(strength=float("nan")), r"`strength` must be in \(0, 1\], got nan"),
+        (dict(noise_scale=-0.5), r"`noise_scale` must be a finite number >= 0, got -0.5"),
+        (dict(noise_scale=float("nan")), r"`noise_scale` must be a finite number >= 0, got nan"),
+        (dict(noise_scale=True), r"`noise_scale` must be a finite number >= 0, got True"),
     ],
 )
 def test_bad_options_are_refused_with_the_value(kwargs, match):

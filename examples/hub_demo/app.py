@@ -1,8 +1,8 @@
 """Video deblurring demo (a Gradio app laid out as a Hugging Face Space).
 
-Upload a short blurred video (or pick the bundled sample), choose the number of denoising steps, the strength and
-the seed, and get the deblurred video, a before/after comparison of the middle frame and the time it took. It runs
-the model embedded in the `video-deblur` package, on the CPU, with no download.
+Upload a short blurred video (or pick the bundled sample), choose the number of denoising steps, the strength, the
+starting noise and the seed, and get the deblurred video, a before/after comparison of the middle frame and the time
+it took. It runs the model embedded in the `video-deblur` package, on the CPU, with no download.
 
 Settings, from environment variables (the defaults suit a free CPU Space):
     VIDEO_DEBLUR_MODEL       pipeline folder or Hub id; "default" (the default) is the embedded default model
@@ -80,6 +80,12 @@ def get_pipeline() -> VideoDeblurPipeline:
     return pipe.to("cpu")
 
 
+def default_noise_scale() -> float:
+    """The model's own starting noise (its `noise_scale` config; 1.0 for a model that does not set one): the
+    slider's initial value. It loads the pipeline, which the app does at start anyway."""
+    return float(get_pipeline().config.get("noise_scale", 1.0))
+
+
 def probe(path: str) -> tuple[int, int, int]:
     """(frames, width, height) of a video file, decoding at most MAX_FRAMES + 1 frames; gr.Error if unreadable."""
     import av
@@ -126,8 +132,16 @@ def comparison(before: np.ndarray, after: np.ndarray) -> PIL.Image.Image:
     return PIL.Image.fromarray(canvas)
 
 
-def deblur(video_path: str | None, steps: int, strength: float, seed: int, progress=gr.Progress()):
-    """The demo's one action: returns (deblurred video path, comparison image, timing text)."""
+def deblur(
+    video_path: str | None,
+    steps: int,
+    strength: float,
+    seed: int,
+    noise_scale: float | None = None,
+    progress=gr.Progress(),
+):
+    """The demo's one action: returns (deblurred video path, comparison image, timing text). `noise_scale` None is
+    the model's own."""
     started = time.perf_counter()
     if not video_path:
         raise gr.Error("Upload a video or pick the sample first.")
@@ -153,6 +167,8 @@ def deblur(video_path: str | None, steps: int, strength: float, seed: int, progr
     # 2. Deblur, with the progress bar driven by the pipeline's step callback
     progress(0.02, desc="Loading the model")
     pipe = get_pipeline()
+    if noise_scale is None:
+        noise_scale = pipe.config.get("noise_scale", 1.0)
 
     def on_step_end(pipe, step, timestep, callback_kwargs):
         progress((step + 1, pipe.num_timesteps), desc="Denoising", unit="steps")
@@ -163,6 +179,7 @@ def deblur(video_path: str | None, steps: int, strength: float, seed: int, progr
             clip.frames,
             num_inference_steps=steps,
             strength=float(strength),
+            noise_scale=noise_scale,
             generator=torch.Generator().manual_seed(seed),
             output_type="np",
             callback_on_step_end=on_step_end,
@@ -184,7 +201,7 @@ def deblur(video_path: str | None, steps: int, strength: float, seed: int, progr
     elapsed = time.perf_counter() - started
     timing = (
         f"Deblurred {len(sharp)} frames of {sharp.shape[2]}x{sharp.shape[1]} in {elapsed:.1f} s "
-        f"({steps} steps, strength {strength:g}, seed {seed}, CPU)."
+        f"({steps} steps, strength {strength:g}, starting noise {noise_scale:g}, seed {seed}, CPU)."
     )
     return str(out_path), image, timing
 
@@ -209,6 +226,16 @@ def build_demo() -> gr.Blocks:
                     info="1 starts from noise; lower starts from the blurred clip and runs fewer steps",
                     elem_id="strength",
                 )
+                noise_default = default_noise_scale()
+                noise_scale = gr.Slider(
+                    0.0,
+                    max(1.0, noise_default),
+                    value=noise_default,
+                    step=0.05,
+                    label="Starting noise",
+                    info=f"Lower trades invented texture for fidelity; the model's own is {noise_default:g}",
+                    elem_id="noise_scale",
+                )
                 seed = gr.Number(value=0, precision=0, label="Seed", elem_id="seed")
                 run = gr.Button("Deblur", variant="primary", elem_id="deblur-button")
             with gr.Column():
@@ -222,7 +249,7 @@ def build_demo() -> gr.Blocks:
                 timing = gr.Markdown(elem_id="timing")
         if os.path.isfile(SAMPLE):
             gr.Examples(examples=[[SAMPLE]], inputs=[video_in], label="Sample")
-        run.click(deblur, inputs=[video_in, steps, strength, seed], outputs=[video_out, compare, timing])
+        run.click(deblur, inputs=[video_in, steps, strength, seed, noise_scale], outputs=[video_out, compare, timing])
     return demo
 
 

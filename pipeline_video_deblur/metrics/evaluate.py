@@ -26,7 +26,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ..atomic import write_text
-from ..cli import positive_float, positive_int, strength_fraction
+from ..cli import non_negative_float, positive_float, positive_int, strength_fraction
 from .baselines import UNSHARP_AMOUNT, UNSHARP_RADIUS, identity, unsharp
 from .figures import comparison_figure
 from .lpips_metric import NOT_COMPUTED, LPIPSMetric
@@ -254,6 +254,9 @@ def add_eval_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--strength", type=strength_fraction, default=1.0, help="1.0 starts from noise; < 1 from the noised input"
     )
+    parser.add_argument(
+        "--noise-scale", type=non_negative_float, default=None, help="starting noise x this (default: the model's own)"
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the model's sampling noise")
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     parser.add_argument("--unsharp-amount", type=float, default=UNSHARP_AMOUNT, help="unsharp baseline amount")
@@ -305,12 +308,15 @@ def _method(args: argparse.Namespace, device: str) -> tuple[str, Callable[[np.nd
     pipe = pipe.to(device)
     if hasattr(pipe, "set_progress_bar_config"):
         pipe.set_progress_bar_config(disable=True)
+    if getattr(args, "noise_scale", None) is None:  # the results record the value used, not "the model's"
+        args.noise_scale = float(pipe.config.get("noise_scale", 1.0))
 
     def run(frames: np.ndarray) -> np.ndarray:
         kwargs = {
             "video": frames,
             "num_inference_steps": args.steps,
             "strength": args.strength,
+            "noise_scale": args.noise_scale,
             "generator": torch.Generator().manual_seed(args.seed),
             "output_type": "np",
         }
@@ -387,7 +393,12 @@ def run_eval(args: argparse.Namespace) -> int:
     }
     if getattr(args, "model", None) is not None:
         results["settings"].update(
-            steps=args.steps, guidance_scale=args.guidance_scale, strength=args.strength, seed=args.seed, device=device
+            steps=args.steps,
+            guidance_scale=args.guidance_scale,
+            strength=args.strength,
+            noise_scale=getattr(args, "noise_scale", None),
+            seed=args.seed,
+            device=device,
         )
     out = Path(args.out)
     write_text(out, json.dumps(_jsonable(results), indent=2) + "\n")

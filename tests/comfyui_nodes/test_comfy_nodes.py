@@ -16,7 +16,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from tiny import tiny_pipeline, tiny_video
+from tiny import tiny_components, tiny_pipeline, tiny_video
+
+from pipeline_video_deblur import VideoDeblurPipeline
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 WORKFLOWS = REPO_ROOT / "examples" / "comfyui"
@@ -192,8 +194,17 @@ def test_ui_workflow_is_the_same_graph(nodes, api_workflow):
         node_id = next(k for k, n in api_workflow.items() if n["class_type"] == name)
         inputs = node_inputs(nodes.NODE_CLASS_MAPPINGS[name])
         widgets = [k for k in inputs if not isinstance(api_workflow[node_id]["inputs"][k], list)]
-        values = by_id[node_id]["widgets_values"][: len(widgets)]  # seed is followed by "control after generate"
-        assert dict(zip(widgets, values)) == {k: api_workflow[node_id]["inputs"][k] for k in widgets}
+        stored, values = list(by_id[node_id]["widgets_values"]), {}
+        for k in widgets:  # the UI maps stored values to widgets by position
+            if not stored:  # saved before this optional input was added: the UI keeps the widget's default
+                assert k in nodes.NODE_CLASS_MAPPINGS[name].INPUT_TYPES().get("optional", {}), k
+                values[k] = inputs[k][1]["default"]
+                continue
+            values[k] = stored.pop(0)
+            if inputs[k][1].get("control_after_generate"):  # followed by its "control after generate" value
+                assert stored.pop(0) in ("fixed", "increment", "decrement", "randomize"), k
+        assert not stored
+        assert values == {k: api_workflow[node_id]["inputs"][k] for k in widgets}
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -239,6 +250,48 @@ def test_cancel_stops_the_run_between_steps(nodes, loaded, monkeypatch):
         deblur.deblur(loaded, blurred_images(frames=2, size=16), 6, 1.0, 1.0, 16, 4, 0, 0)
     assert seen.totals == [6] and seen.updates == [1, 1, 1]
     assert seen.emptied == 1  # the weights went back to the offload device all the same
+
+
+def test_noise_scale_input_defaults_to_the_models_own(nodes):
+    """-1 is the widget's stand-in for "the model's config.noise_scale"; optional, so old workflows still load."""
+    deblur = nodes.NODE_CLASS_MAPPINGS["VideoDeblur"]
+    spec = deblur.INPUT_TYPES()
+    assert "noise_scale" not in spec["required"]
+    kind, options = spec["optional"]["noise_scale"]
+    assert kind == "FLOAT"
+    assert {k: options[k] for k in ("default", "min", "max", "step")} == {
+        "default": -1.0, "min": -1.0, "max": 2.0, "step": 0.05
+    }  # fmt: skip
+    assert "-1" in options["tooltip"]
+    assert inspect.signature(getattr(deblur, deblur.FUNCTION)).parameters["noise_scale"].default == -1.0
+
+
+@pytest.fixture(scope="module")
+def loaded_quarter_noise(nodes, tmp_path_factory):
+    """A tiny pipeline whose config stores noise_scale 0.25, saved and loaded by the loader node."""
+    path = tmp_path_factory.mktemp("models") / "tiny-quarter-noise"
+    VideoDeblurPipeline(**tiny_components(), noise_scale=0.25).save_pretrained(path)
+    return nodes.NODE_CLASS_MAPPINGS["VideoDeblurLoader"]().load(str(path), "float32", "cpu")[0]
+
+
+def test_noise_scale_reaches_the_pipeline(nodes, loaded_quarter_noise):
+    deblur = nodes.NODE_CLASS_MAPPINGS["VideoDeblur"]()
+    images = blurred_images(frames=2, size=16)
+
+    def run(seed, *noise_scale):
+        return deblur.deblur(loaded_quarter_noise, images, 2, 1.0, 1.0, 16, 4, 0, seed, *noise_scale)[0]
+
+    # 0: no starting noise, and DDIM with eta 0 adds none, so the seed no longer matters
+    torch.testing.assert_close(run(0, 0.0), run(1, 0.0), rtol=0, atol=0)
+    assert not torch.equal(run(0, 1.0), run(1, 1.0))
+    # -1 (and a workflow saved without the input) is the model's own value, whatever that is
+    assert loaded_quarter_noise.pipeline.config.noise_scale == 0.25
+    model_default = run(0, loaded_quarter_noise.pipeline.config.noise_scale)
+    torch.testing.assert_close(run(0, -1.0), model_default, rtol=0, atol=0)
+    torch.testing.assert_close(run(0), model_default, rtol=0, atol=0)
+    assert not torch.equal(model_default, run(0, 1.0))
+    with pytest.raises(ValueError, match=r"`noise_scale` must be a finite number >= 0, got nan"):
+        run(0, float("nan"))
 
 
 def test_loader_follows_comfyui_devices(nodes, saved_pipeline, monkeypatch):

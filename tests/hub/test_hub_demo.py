@@ -45,7 +45,9 @@ def test_deblur_returns_video_comparison_and_time(app, sample_video):
     clip = read_video(video_path)
     assert clip.frames.shape == (8, 64, 64, 3)
     assert image.size[1] == 64 and image.size[0] > 128  # before | gap | after
-    assert re.match(r"Deblurred 8 frames of 64x64 in \d+\.\d s \(2 steps, strength 1, seed 0, CPU\)\.", timing)
+    assert re.match(
+        r"Deblurred 8 frames of 64x64 in \d+\.\d s \(2 steps, strength 1, starting noise 1, seed 0, CPU\)\.", timing
+    )
     # The progress bar follows the pipeline's steps.
     assert ((1, 2), "Denoising") in calls and ((2, 2), "Denoising") in calls
 
@@ -71,6 +73,41 @@ def test_deblur_is_deterministic_per_seed(app, sample_video):
     first = read_video(app.deblur(str(sample_video), 2, 1.0, 3, progress=lambda *a, **k: None)[0]).frames
     again = read_video(app.deblur(str(sample_video), 2, 1.0, 3, progress=lambda *a, **k: None)[0]).frames
     assert (first == again).all()
+
+
+def test_starting_noise_slider_starts_at_the_models_own(monkeypatch, tiny_copy, sample_video):
+    """The slider's initial value is the pipeline's `noise_scale` config, and the Deblur button sends it."""
+    import json
+
+    index = json.loads((tiny_copy / "model_index.json").read_text())
+    index["noise_scale"] = 0.35
+    (tiny_copy / "model_index.json").write_text(json.dumps(index))
+    app = load_app(monkeypatch, VIDEO_DEBLUR_MODEL=tiny_copy, VIDEO_DEBLUR_SAMPLE=sample_video)
+    demo = app.build_demo()
+    sliders = [b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "noise_scale"]
+    assert len(sliders) == 1
+    slider = sliders[0]
+    assert isinstance(slider, gr.Slider) and slider.label == "Starting noise"
+    assert (slider.value, slider.minimum, slider.maximum, slider.step) == (0.35, 0.0, 1.0, 0.05)
+    assert "0.35" in slider.info
+    clicks = [fn for fn in demo.fns.values() if fn.name == "deblur"]
+    assert len(clicks) == 1 and slider in clicks[0].inputs
+    # Left out (an old caller, or None), the call takes the model's own value too.
+    timing = app.deblur(str(sample_video), 2, 1.0, 0, progress=lambda *a, **k: None)[2]
+    assert "starting noise 0.35, seed 0" in timing
+
+
+def test_starting_noise_reaches_the_pipeline(app, sample_video):
+    """0 leaves DDIM (eta 0) no randomness: every seed gives the same clip; 1 draws a different one per seed."""
+    noop = lambda *a, **k: None  # noqa: E731
+    still = [read_video(app.deblur(str(sample_video), 2, 1.0, seed, 0.0, progress=noop)[0]).frames for seed in (0, 1)]
+    assert (still[0] == still[1]).all()
+    drawn = [read_video(app.deblur(str(sample_video), 2, 1.0, seed, 1.0, progress=noop)[0]).frames for seed in (0, 1)]
+    assert (drawn[0] != drawn[1]).any()
+    timing = app.deblur(str(sample_video), 2, 1.0, 0, 0.25, progress=noop)[2]
+    assert "starting noise 0.25, seed 0" in timing
+    with pytest.raises(gr.Error, match=r"`noise_scale` must be a finite number >= 0, got -0.5"):
+        app.deblur(str(sample_video), 2, 1.0, 0, -0.5, progress=noop)
 
 
 def test_clear_errors(app, tmp_path):

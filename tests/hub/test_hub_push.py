@@ -27,7 +27,8 @@ REPO_ID = "someone/tiny-video-deblur"
 
 @pytest.fixture
 def results_file(tmp_path) -> Path:
-    """A results.json as `video-deblur eval` writes it (its own functions), measured at 2 steps."""
+    """A results.json as `video-deblur eval` writes it (its own functions), measured at 2 steps and half the
+    starting noise."""
     sharp = synthetic_clip(4, 32, seed=1)
     blur = synthetic_clip(4, 32, seed=2)
     output = ((sharp.astype(np.float32) + blur) / 2).round().astype(np.uint8)
@@ -41,6 +42,7 @@ def results_file(tmp_path) -> Path:
         "steps": 2,
         "guidance_scale": 2.0,
         "strength": 1.0,
+        "noise_scale": 0.5,
         "seed": 0,
         "lpips_status": f"not computed: AlexNet backbone weights not found at {tmp_path}/private/cache/alexnet.pth",
     }
@@ -172,6 +174,7 @@ def test_card_metadata_and_honesty_without_records(tiny_folder, tmp_path):
     assert "no training record" in card.text
     assert "reports no scores" in card.text
     assert "dB" not in card.text  # no score of any kind without results.json
+    assert "`noise_scale` below 1 trades invented texture for fidelity" in " ".join(card.text.split())
 
 
 def test_local_paths_are_cut_to_their_names_in_any_setting():
@@ -229,13 +232,29 @@ def test_card_carries_training_records_and_the_evaluation(tiny_copy, tmp_path, r
     assert body.startswith("# Tiny default") and "## Usage" not in body
 
 
+def test_card_snippet_takes_the_measured_options():
+    from pipeline_video_deblur.hub import _call_options
+
+    assert _call_options(None) == {"num_inference_steps": 50}  # no results: the pipeline's defaults
+    settings = {"steps": 4, "guidance_scale": 1.0, "strength": 0.8, "noise_scale": 0.4, "seed": 0}
+    assert _call_options({"settings": settings}) == {
+        "num_inference_steps": 4,
+        "strength": 0.8,
+        "guidance_scale": 1.0,
+        "noise_scale": 0.4,
+    }
+    # A value that is not a number (an old or hand-written results.json) is left out: the model's own applies.
+    for odd in (None, True, "0.4"):
+        assert "noise_scale" not in _call_options({"settings": {"noise_scale": odd}})
+
+
 def test_card_package_snippet_runs(tiny_folder, tmp_path, results_file, monkeypatch):
     """The card's first snippet (with the package), with the repo id replaced by the staged folder."""
     target = tmp_path / "staged"
     target.mkdir()
     card = stage(tiny_folder, target, REPO_ID, results_path=str(results_file))
     snippet = python_blocks(card.text)[0]
-    assert f'"{REPO_ID}"' in snippet and "num_inference_steps=2" in snippet
+    assert f'"{REPO_ID}"' in snippet and "num_inference_steps=2" in snippet and "noise_scale=0.5" in snippet
     work = tmp_path / "work"
     work.mkdir()
     write_sample(work / "blurred.mp4", frames=4, size=32)
@@ -267,7 +286,12 @@ def test_card_remote_snippet_runs_without_the_package(tiny_folder, tmp_path, res
     pipe.set_progress_bar_config(disable=True)
     video = np.zeros((8, 64, 64, 3), dtype=np.uint8)
     local = pipe(
-        video, num_inference_steps=2, strength=1.0, guidance_scale=2.0, generator=torch.Generator().manual_seed(0)
+        video,
+        num_inference_steps=2,
+        strength=1.0,
+        guidance_scale=2.0,
+        noise_scale=0.5,
+        generator=torch.Generator().manual_seed(0),
     )
     local = np.stack([np.asarray(f, dtype=np.float32) / 255 for f in local.frames[0]])
     assert remote.shape == (8, 64, 64, 3)

@@ -154,6 +154,7 @@ def test_eval_in_process_unsharp_and_errors(tmp_path, capsys):
         ("--guidance-scale", "-2", "a positive number"),
         ("--max-sequences", "0", "a positive integer"),
         ("--max-frames", "-1", "a positive integer"),
+        ("--noise-scale", "-0.1", "a number >= 0"),
     ],
 )
 def test_eval_arguments_out_of_range_are_refused_by_name(flag, value, expected, capsys):
@@ -187,4 +188,5 @@ def test_eval_model_runs_a_saved_pipeline(tmp_path):
     video = results["videos"]["synth_test_000"]
     assert video["frames"] == 3 and np.isfinite(video["psnr"]) and video["tce"] is not None
     assert results["settings"]["steps"] == 2 and results["settings"]["model"] == str(tmp_path / "pipe")
+    assert results["settings"]["noise_scale"] == 1.0  # the noise scale used is recorded: here the model's own
     assert [p.name for p in (tmp_path / "fig").iterdir()] == ["synth_test_000_000001.png"]

@@ -16,6 +16,7 @@ import argparse
 import csv
 import hashlib
 import json
+import math
 import os
 import shutil
 import sys
@@ -48,6 +49,13 @@ def main() -> int:
         "the training crop",
     )
     parser.add_argument(
+        "--noise-scale",
+        type=float,
+        default=None,
+        help="the model's default `noise_scale` (stored in model_index.json; >= 0); default: that of the model being "
+        "replaced, or the source's when there is none",
+    )
+    parser.add_argument(
         "--keep-replaced",
         metavar="DIR",
         default=None,
@@ -75,7 +83,15 @@ def main() -> int:
                 f"--keep-replaced {args.keep_replaced} exists and is not a copy of the model being replaced; choose "
                 "another folder"
             )
+    noise_scale = args.noise_scale
+    if noise_scale is None:  # the measured choice the card reports stays with the model until measured again
+        index = os.path.join(target, "model_index.json")
+        noise_scale = json.load(open(index)).get("noise_scale") if os.path.isfile(index) else None
+    if noise_scale is not None and not (math.isfinite(noise_scale) and noise_scale >= 0):
+        raise SystemExit(f"--noise-scale must be a finite number >= 0, got {noise_scale!r}")
     pipe = VideoDeblurPipeline.from_pretrained(source)
+    if noise_scale is not None:
+        pipe.register_to_config(noise_scale=float(noise_scale))
     # The UNet and both CLIP encoders are stored in float16 to keep the package small; they load back as float32
     # (diffusers loads the UNet in float32; the pipeline brings encoders stored in a lower precision to the UNet's).
     for module in (pipe.unet, pipe.image_encoder, pipe.blur_encoder):
