@@ -26,23 +26,12 @@ import torch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from quality import load_test_clips, mean_over_seeds, row_line, score, to_uint8  # noqa: E402
+from quality import load_test_clips, mean_over_seeds, number_list, row_line, score, to_uint8  # noqa: E402
 from results_io import atomic_path, write_json  # noqa: E402
 
 from pipeline_video_deblur.cli import load_pipeline, non_negative_float, positive_float, positive_int  # noqa: E402
 
-
-def scale_list(text: str) -> list[float]:
-    """argparse type: comma-separated noise scales, each a finite number >= 0."""
-    values = []
-    for part in text.split(","):
-        try:
-            values.append(non_negative_float(part.strip()))
-        except argparse.ArgumentTypeError:
-            raise argparse.ArgumentTypeError(
-                f"expected comma-separated numbers >= 0, got {text!r} ({part.strip()!r} is not one)"
-            ) from None
-    return sorted(set(values))
+scale_list = number_list(non_negative_float, ">= 0")
 
 
 def main() -> int:

@@ -50,6 +50,24 @@ def load_test_clips(cache: str) -> list[tuple[str, np.ndarray, np.ndarray]]:
     return clips
 
 
+def number_list(parse, expected: str):
+    """argparse type: comma-separated numbers, each read by `parse` (an argparse type of pipeline_video_deblur.cli),
+    sorted and without repeats; a part `parse` refuses is named in the error."""
+
+    def parse_list(text: str) -> list[float]:
+        values = []
+        for part in text.split(","):
+            try:
+                values.append(parse(part.strip()))
+            except argparse.ArgumentTypeError:
+                raise argparse.ArgumentTypeError(
+                    f"expected comma-separated numbers {expected}, got {text!r} ({part.strip()!r} is not one)"
+                ) from None
+        return sorted(set(values))
+
+    return parse_list
+
+
 def colour_shift(output: np.ndarray, sharp: np.ndarray) -> float:
     """Worst-channel shift of the mean colour, in percent of the sharp mean (uint8 frames)."""
     out_mean = output.reshape(-1, 3).astype(np.float64).mean(0)

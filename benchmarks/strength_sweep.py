@@ -25,7 +25,7 @@ import torch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from quality import load_test_clips, row_line, score, to_uint8  # noqa: E402
+from quality import load_test_clips, number_list, row_line, score, to_uint8  # noqa: E402
 from results_io import atomic_path, write_json  # noqa: E402
 
 from pipeline_video_deblur.cli import (  # noqa: E402
@@ -36,20 +36,7 @@ from pipeline_video_deblur.cli import (  # noqa: E402
     strength_fraction,
 )
 
-
-def strength_list(text: str) -> list[float]:
-    """argparse type: comma-separated strengths, each in (0, 1]."""
-    values = []
-    for part in text.split(","):
-        try:
-            values.append(strength_fraction(part.strip()))
-        except argparse.ArgumentTypeError:
-            raise argparse.ArgumentTypeError(
-                f"expected comma-separated numbers in (0, 1], got {text!r} ({part.strip()!r} is not one)"
-            ) from None
-    if not values:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers in (0, 1], got {text!r}")
-    return sorted(set(values))
+strength_list = number_list(strength_fraction, "in (0, 1]")
 
 
 def main() -> int:
