@@ -17,6 +17,7 @@ _EXPORTS = {
     "VideoDeblurPipelineOutput": ".pipeline_output",
     "PixelShuffleVAE": ".models.pixel_shuffle_vae",
     "VideoDeblurUNet3DModel": ".models.unet_3d_deblur",
+    "deblur_segments": ".segments",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
     from .models.unet_3d_deblur import VideoDeblurUNet3DModel  # noqa: F401
     from .pipeline_output import VideoDeblurPipelineOutput  # noqa: F401
     from .pipeline_video_deblur import DEFAULT_MODEL_PATH, VideoDeblurPipeline  # noqa: F401
+    from .segments import deblur_segments  # noqa: F401
 
 
 def __getattr__(name: str):

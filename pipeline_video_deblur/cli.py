@@ -122,9 +122,18 @@ def check_device(device: str) -> None:
 
 
 def add_run_args(parser: argparse.ArgumentParser) -> None:
+    from .segments import DEFAULT_SEGMENT_FRAMES
+
     parser.add_argument("input", help="a video file (anything PyAV reads) or a folder of frames (png/jpg)")
     parser.add_argument("-o", "--output", required=True, help="an .mp4 (or other video) file, or a folder for PNGs")
     add_model_args(parser)
+    parser.add_argument(
+        "--segment-frames",
+        type=non_negative_int,
+        default=DEFAULT_SEGMENT_FRAMES,
+        help=f"frames denoised at once (default {DEFAULT_SEGMENT_FRAMES}); a longer clip is read, denoised and written "
+        "segment by segment, so memory does not grow with its length; 0: the whole clip at once",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
 
 
@@ -144,11 +153,13 @@ def _within(path: str, folder: str) -> bool:
 
 
 def run_run(args: argparse.Namespace) -> int:
-    import numpy as np
     import torch
+    from tqdm.auto import tqdm
 
-    from .data.video_io import check_writable_output, is_video_file, read_video, write_video
+    from .data.video_io import FrameStream, FrameWriter, check_writable_output, is_video_file
+    from .segments import check_segment_frames, deblur_segments
 
+    args.input, args.output = os.path.expanduser(args.input), os.path.expanduser(args.output)
     # realpath: a symlink or `..` must not hide that the output is (or holds) the input; `_within` compares files,
     # not names, so a case-insensitive disk does not hide it either
     source, target = os.path.realpath(args.input), os.path.realpath(args.output)
@@ -172,32 +183,53 @@ def run_run(args: argparse.Namespace) -> int:
         raise ValueError(
             f"--frame-overlap must be smaller than --num-frames={args.num_frames}, got {args.frame_overlap}"
         )
+    if args.segment_frames and args.segment_frames < args.num_frames:
+        raise ValueError(
+            f"--segment-frames must be 0 (the whole clip at once) or at least --num-frames={args.num_frames}, "
+            f"got {args.segment_frames}"
+        )
+    check_segment_frames(args.segment_frames, args.num_frames, args.frame_overlap)
 
-    clip = read_video(source)
-    pipe = load_pipeline(args.model, args.device, args.dtype)
-    started = time.perf_counter()
-    generator = torch.Generator(device="cpu").manual_seed(args.seed)
-    frames = pipe(
-        clip.frames,
-        num_inference_steps=args.steps,
-        guidance_scale=args.guidance_scale,
-        strength=args.strength,
-        noise_scale=args.noise_scale,
-        num_frames=args.num_frames,
-        frame_overlap=args.frame_overlap,
-        tile_size=args.tile_size,
-        generator=generator,
-        output_type="np",
-    ).frames[0]
-    frames = (frames * 255).round().astype(np.uint8)
+    clip = FrameStream(source)  # opened and checked here; its frames are read as the segments need them
     names = None
-    if not is_video_file(target):
+    if not is_video_file(target) and clip.names is not None:
         # a folder gets PNGs (lossless) under the input frames' names, whatever their format was
         names = [os.path.splitext(name)[0] + ".png" for name in clip.names]
         names = names if len(set(names)) == len(names) else None
-    write_video(frames, target, fps=clip.fps, names=names, overwrite=args.overwrite)
+    pipe = load_pipeline(args.model, args.device, args.dtype)
+    started = time.perf_counter()
+    generator = torch.Generator(device="cpu").manual_seed(args.seed)
+    # a clip longer than one segment gets a bar of frames written; each segment's steps show under it
+    bar = tqdm(total=clip.count, unit="frame", desc="video-deblur", disable=True)
+
+    def on_segment(first: int, count: int) -> None:
+        nonlocal bar
+        if first > 0 and bar.disable:  # a second segment: the clip is long, show the frames' bar from now on
+            bar = tqdm(total=clip.count, initial=first, unit="frame", desc="video-deblur")
+            pipe.set_progress_bar_config(leave=False)
+
+    with FrameWriter(target, fps=clip.fps, names=names, overwrite=args.overwrite) as writer:
+        sharp = deblur_segments(
+            pipe,
+            clip,
+            segment_frames=args.segment_frames,
+            frame_overlap=args.frame_overlap,
+            num_frames=args.num_frames,
+            on_segment=on_segment,
+            num_inference_steps=args.steps,
+            guidance_scale=args.guidance_scale,
+            strength=args.strength,
+            noise_scale=args.noise_scale,
+            tile_size=args.tile_size,
+            generator=generator,
+        )
+        for frame in sharp:
+            writer.write(frame[None])
+            bar.update()
+        size = writer.frame_shape
+    bar.close()
     elapsed = time.perf_counter() - started
-    print(f"wrote {len(frames)} frames of {frames.shape[2]}x{frames.shape[1]} to {args.output} in {elapsed:.1f} s")
+    print(f"wrote {writer.count} frames of {size[1]}x{size[0]} to {args.output} in {elapsed:.1f} s")
     return 0
 
 

@@ -2,11 +2,13 @@
 
 from .datasets import DVD_TEST_SEQUENCES, DVDDataset, GoProDataset, PairedSequence, PairedVideoDataset
 from .synthetic import TEST_PHOTOS, TRAIN_PHOTOS, make_synthetic_dataset
-from .video_io import VideoClip, is_video_file, read_video, write_video
+from .video_io import FrameStream, FrameWriter, VideoClip, is_video_file, read_video, write_video
 
 __all__ = [
     "DVD_TEST_SEQUENCES",
     "DVDDataset",
+    "FrameStream",
+    "FrameWriter",
     "GoProDataset",
     "PairedSequence",
     "PairedVideoDataset",

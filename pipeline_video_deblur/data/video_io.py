@@ -12,7 +12,7 @@ import os
 import re
 import shutil
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -107,54 +107,101 @@ def read_video(path: str | os.PathLike, fps: float | None = None) -> VideoClip:
         ValueError: a missing path, an empty folder, frames of different sizes, an unreadable or corrupt
             video, a video without frames.
     """
-    path = Path(path)
-    if fps is not None and not fps > 0:
-        raise ValueError(f"fps must be positive, got {fps}")
-    if not path.exists():
-        raise ValueError(f"Input video or frame folder does not exist: {str(path)!r}")
-    if path.is_dir():
-        return _read_folder(path, DEFAULT_FOLDER_FPS if fps is None else float(fps))
-    clip = _read_video_file(path)
-    if fps is not None:
-        clip.fps = float(fps)
-    return clip
+    stream = FrameStream(path, fps=fps)
+    frames = list(stream)
+    names = stream.names if stream.names is not None else [f"frame_{i:05d}.png" for i in range(len(frames))]
+    return VideoClip(frames=np.stack(frames).astype(np.uint8, copy=False), names=names, fps=stream.fps)
 
 
-def _read_folder(folder: Path, fps: float) -> VideoClip:
-    files = list_frame_files(folder)
-    if not files:
-        raise ValueError(
-            f"Frame folder {str(folder)!r} holds no image files (looked for {', '.join(IMAGE_EXTENSIONS)})"
-        )
-    frames = []
-    for file in files:
-        frame = load_rgb(file)
-        if frames and frame.shape != frames[0].shape:
+class FrameStream:
+    """A video file or a folder of frames, read one frame at a time: what a clip too long to hold in memory
+    is read with (`read_video` reads all of it).
+
+    Opening checks what can be checked without decoding: the path exists, a folder holds image files of one
+    size (read from their headers), a video file opens and has a video stream. Iterating yields uint8
+    (H, W, 3) RGB frames in order, and raises ``ValueError`` on a corrupt video or a video without frames.
+
+    Attributes:
+        fps: frames per second (a folder's is 30.0 unless given; a value given overrides a file's own).
+        names: the frame files' names for a folder, ``None`` for a video file.
+        count: the number of frames when known (a folder; a video file whose container records it), else None.
+    """
+
+    def __init__(self, path: str | os.PathLike, fps: float | None = None):
+        self.path = Path(path)
+        if fps is not None and not fps > 0:
+            raise ValueError(f"fps must be positive, got {fps}")
+        if not self.path.exists():
+            raise ValueError(f"Input video or frame folder does not exist: {str(self.path)!r}")
+        self._files: list[Path] | None = None
+        if self.path.is_dir():
+            self._files = list_frame_files(self.path)
+            if not self._files:
+                raise ValueError(
+                    f"Frame folder {str(self.path)!r} holds no image files (looked for {', '.join(IMAGE_EXTENSIONS)})"
+                )
+            self._check_folder_sizes()
+            self.names: list[str] | None = [f.name for f in self._files]
+            self.count: int | None = len(self._files)
+            self.fps = DEFAULT_FOLDER_FPS if fps is None else float(fps)
+            return
+        import av
+
+        self.names = None
+        try:
+            with av.open(str(self.path)) as container:
+                if not container.streams.video:
+                    raise ValueError(f"Video file {str(self.path)!r} has no video stream")
+                stream = container.streams.video[0]
+                rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+                self.count = int(stream.frames) or None
+        except av.FFmpegError as error:
             raise ValueError(
-                f"Frames in {str(folder)!r} differ in size: {files[0].name} is {frames[0].shape[1]}x"
-                f"{frames[0].shape[0]} (WxH) but {file.name} is {frame.shape[1]}x{frame.shape[0]}"
-            )
-        frames.append(frame)
-    return VideoClip(frames=np.stack(frames), names=[f.name for f in files], fps=fps)
+                f"Cannot decode video file {str(self.path)!r} (corrupt or not a video): {error}"
+            ) from error
+        self.fps = float(fps) if fps is not None else (float(rate) if rate else DEFAULT_FOLDER_FPS)
 
+    def _check_folder_sizes(self) -> None:
+        # headers only: a folder of frames that differ in size fails before anything is decoded
+        first = None
+        for file in self._files:
+            try:
+                with Image.open(file) as image:
+                    size = image.size
+            except (OSError, ValueError) as error:
+                raise ValueError(f"Cannot read image file {str(file)!r}: {error}") from error
+            if first is None:
+                first = (file, size)
+            elif size != first[1]:
+                raise ValueError(
+                    f"Frames in {str(self.path)!r} differ in size: {first[0].name} is {first[1][0]}x{first[1][1]} "
+                    f"(WxH) but {file.name} is {size[0]}x{size[1]}"
+                )
 
-def _read_video_file(path: Path) -> VideoClip:
-    import av
+    def __iter__(self) -> Iterator[np.ndarray]:
+        if self._files is not None:
+            shape = None
+            for file in self._files:
+                frame = load_rgb(file)
+                if shape is not None and frame.shape != shape:  # the file changed since it was opened
+                    raise ValueError(f"Frames in {str(self.path)!r} differ in size: {file.name} is {frame.shape}")
+                shape = frame.shape
+                yield frame
+            return
+        import av
 
-    try:
-        with av.open(str(path)) as container:
-            if not container.streams.video:
-                raise ValueError(f"Video file {str(path)!r} has no video stream")
-            stream = container.streams.video[0]
-            rate = stream.average_rate or stream.guessed_rate or stream.base_rate
-            frames = [_upright(frame) for frame in container.decode(stream)]
-    except av.FFmpegError as error:
-        raise ValueError(f"Cannot decode video file {str(path)!r} (corrupt or not a video): {error}") from error
-    if not frames:
-        raise ValueError(f"Video file {str(path)!r} contains no frames")
-    fps = float(rate) if rate else DEFAULT_FOLDER_FPS
-    names = [f"frame_{i:05d}.png" for i in range(len(frames))]
-    return VideoClip(frames=np.stack(frames).astype(np.uint8, copy=False), names=names, fps=fps)
+        seen = 0
+        try:
+            with av.open(str(self.path)) as container:
+                for frame in container.decode(container.streams.video[0]):
+                    seen += 1
+                    yield _upright(frame)
+        except av.FFmpegError as error:
+            raise ValueError(
+                f"Cannot decode video file {str(self.path)!r} (corrupt or not a video): {error}"
+            ) from error
+        if not seen:
+            raise ValueError(f"Video file {str(self.path)!r} contains no frames")
 
 
 def _upright(frame) -> np.ndarray:
@@ -267,68 +314,131 @@ def write_video(
         ValueError: bad frames, names or fps, or a ``path`` that cannot be written (see `check_writable_output`:
             an existing folder is replaced only when it holds image frames alone).
     """
-    path = Path(path)
     array = _as_uint8_frames(frames)
-    if not fps > 0:
-        raise ValueError(f"fps must be positive, got {fps}")
-    check_writable_output(path, overwrite=overwrite)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = path.suffix.lower()
-    if suffix in WRITE_VIDEO_EXTENSIONS:
-        tmp = path.with_name(f".{path.stem}.tmp-{uuid.uuid4().hex[:8]}{path.suffix}")
-        try:
-            _write_video_file(array, tmp, fps)
-            os.replace(tmp, path)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
-        return
-    _write_folder(array, path, names)
+    with FrameWriter(path, fps=fps, names=names, overwrite=overwrite) as writer:
+        writer.write(array)
 
 
-def _write_video_file(array: np.ndarray, path: Path, fps: float) -> None:
-    import av
+class FrameWriter:
+    """Write frames to a video file or a folder of images a few at a time, atomically: what a clip too long to
+    hold in memory is written with (`write_video` writes a whole array).
 
-    height, width = array.shape[1:3]
-    webm = path.suffix.lower() == ".webm"
-    with av.open(str(path), mode="w") as container:
-        stream = container.add_stream("libvpx-vp9" if webm else "libx264", rate=Fraction(fps).limit_denominator(1001))
-        stream.width, stream.height = width, height
-        stream.pix_fmt = "yuv420p" if height % 2 == 0 and width % 2 == 0 else "yuv444p"
-        stream.options = {"crf": _VP9_CRF, "b:v": "0"} if webm else {"crf": _X264_CRF, "preset": "medium"}
+    Use it as a context manager: frames go to a temporary sibling of `path`, which replaces `path` only when
+    the block ends without an error; on an error (or Ctrl-C) the temporary output is deleted and whatever was
+    at `path` is left as it was. Arguments and errors are those of `write_video`; the checks on `path` run when
+    the writer is made, before any frame is computed.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        fps: float = DEFAULT_FOLDER_FPS,
+        names: list[str] | None = None,
+        overwrite: bool = False,
+    ):
+        self.path = Path(path)
+        if not fps > 0:
+            raise ValueError(f"fps must be positive, got {fps}")
+        check_writable_output(self.path, overwrite=overwrite)
+        self.fps = fps
+        self.video = self.path.suffix.lower() in WRITE_VIDEO_EXTENSIONS
+        if not self.video and names is not None:
+            names = [str(n) for n in names]
+            if len(set(names)) != len(names):
+                raise ValueError("Frame names must be unique")
+            for name in names:
+                if os.sep in name or Path(name).suffix.lower() not in IMAGE_EXTENSIONS:
+                    raise ValueError(
+                        f"Frame name must be a plain file name ending in one of {IMAGE_EXTENSIONS}, got {name!r}"
+                    )
+        self.names = names
+        self.count = 0
+        self.frame_shape: tuple[int, ...] | None = None  # (H, W, 3) of the frames written
+        self._tmp: Path | None = None
+        self._container = None
+        self._stream = None
+
+    def __enter__(self) -> FrameWriter:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        token = uuid.uuid4().hex[:8]
+        if self.video:
+            self._tmp = self.path.with_name(f".{self.path.stem}.tmp-{token}{self.path.suffix}")
+        else:
+            self._tmp = self.path.with_name(f".{self.path.name}.tmp-{token}")
+            self._tmp.mkdir()
+        return self
+
+    def write(self, frames: np.ndarray | Sequence) -> None:
+        """Append frames: uint8 (F, H, W, 3), float in [0, 1], or a list of PIL images; all of one size."""
+        if self._tmp is None:
+            raise RuntimeError("FrameWriter.write called outside its `with` block")
+        array = _as_uint8_frames(frames)
+        if self.frame_shape is None:
+            self.frame_shape = array.shape[1:]
+        elif array.shape[1:] != self.frame_shape:
+            raise ValueError(f"Frames must all have one size: got {array.shape[1:]} after {self.frame_shape}")
+        if self.video:
+            self._encode(array)
+        else:
+            if self.names is not None and self.count + len(array) > len(self.names):
+                raise ValueError(f"Got more frames than the {len(self.names)} names given")
+            for frame in array:
+                name = self.names[self.count] if self.names is not None else f"frame_{self.count:05d}.png"
+                Image.fromarray(frame).save(self._tmp / name)
+                self.count += 1
+            return
+        self.count += len(array)
+
+    def _encode(self, array: np.ndarray) -> None:
+        import av
+
+        if self._container is None:
+            height, width = array.shape[1:3]
+            webm = self.path.suffix.lower() == ".webm"
+            self._container = av.open(str(self._tmp), mode="w")
+            rate = Fraction(self.fps).limit_denominator(1001)
+            self._stream = self._container.add_stream("libvpx-vp9" if webm else "libx264", rate=rate)
+            self._stream.width, self._stream.height = width, height
+            self._stream.pix_fmt = "yuv420p" if height % 2 == 0 and width % 2 == 0 else "yuv444p"
+            self._stream.options = {"crf": _VP9_CRF, "b:v": "0"} if webm else {"crf": _X264_CRF, "preset": "medium"}
         for frame in array:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
+            for packet in self._stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")):
+                self._container.mux(packet)
 
+    def __exit__(self, kind, error, traceback) -> None:
+        try:
+            if kind is None:
+                self._commit()
+        finally:
+            if self._container is not None:
+                self._container.close()
+                self._container = None
+            if self._tmp is not None and self._tmp.exists():
+                if self._tmp.is_dir():
+                    shutil.rmtree(self._tmp, ignore_errors=True)
+                else:
+                    self._tmp.unlink()
+            self._tmp = None
 
-def _write_folder(array: np.ndarray, folder: Path, names: list[str] | None) -> None:
-    if names is None:
-        names = [f"frame_{i:05d}.png" for i in range(len(array))]
-    names = [str(n) for n in names]
-    if len(names) != len(array):
-        raise ValueError(f"Got {len(names)} names for {len(array)} frames")
-    if len(set(names)) != len(names):
-        raise ValueError("Frame names must be unique")
-    for name in names:
-        if os.sep in name or Path(name).suffix.lower() not in IMAGE_EXTENSIONS:
-            raise ValueError(f"Frame name must be a plain file name ending in one of {IMAGE_EXTENSIONS}, got {name!r}")
-    tmp = folder.with_name(f".{folder.name}.tmp-{uuid.uuid4().hex[:8]}")
-    tmp.mkdir()
-    try:
-        for frame, name in zip(array, names):
-            Image.fromarray(frame).save(tmp / name)
-        if folder.exists() and _exists(folder):
+    def _commit(self) -> None:
+        if self.count == 0:
+            raise ValueError("No frames to write: got 0 frames")
+        if self.names is not None and self.count != len(self.names):
+            raise ValueError(f"Got {len(self.names)} names for {self.count} frames")
+        if self.video:
+            for packet in self._stream.encode():
+                self._container.mux(packet)
+            self._container.close()
+            self._container = None
+            os.replace(self._tmp, self.path)
+            return
+        if self.path.exists() and _exists(self.path):
             # overwrite: the old output is moved aside, deleted only once the new one is in place, and put back
             # if that fails (an error or a signal between the two renames)
-            replace_dir(tmp, folder)
+            replace_dir(self._tmp, self.path)
         else:
-            if folder.is_dir():
-                folder.rmdir()  # an empty folder stands in for nothing
-            elif folder.exists():
-                folder.unlink()
-            os.replace(tmp, folder)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+            if self.path.is_dir():
+                self.path.rmdir()  # an empty folder stands in for nothing
+            elif self.path.exists():
+                self.path.unlink()
+            os.replace(self._tmp, self.path)

@@ -10,6 +10,8 @@ import pytest
 from PIL import Image
 
 from pipeline_video_deblur.data.video_io import (
+    FrameStream,
+    FrameWriter,
     VideoClip,
     check_writable_output,
     is_video_file,
@@ -232,3 +234,72 @@ def test_a_failed_overwrite_of_a_folder_puts_the_old_frames_back(tmp_path, monke
 def test_is_video_file():
     assert is_video_file("a/b.MP4") and is_video_file("x.webm") and is_video_file("x.mov")
     assert not is_video_file("frames") and not is_video_file("a.png")
+
+
+def test_frame_stream_reads_what_read_video_reads_one_frame_at_a_time(tmp_path):
+    frames = _frames(7, 24, 40)
+    video = tmp_path / "clip.mp4"
+    write_video(frames, video, fps=12)
+    stream = FrameStream(video)
+    assert stream.fps == pytest.approx(12) and stream.names is None and stream.count in (7, None)
+    first = next(iter(stream))
+    assert first.shape == (24, 40, 3) and first.dtype == np.uint8
+    np.testing.assert_array_equal(np.stack(list(stream)), read_video(video).frames)  # iterable again, whole
+    folder = tmp_path / "frames"
+    write_video(frames, folder, names=[f"f{i}.png" for i in (10, 2, 1, 3, 4, 5, 6)])
+    stream = FrameStream(folder, fps=5)
+    assert stream.names == ["f1.png", "f2.png", "f3.png", "f4.png", "f5.png", "f6.png", "f10.png"]
+    assert stream.count == 7 and stream.fps == 5
+    np.testing.assert_array_equal(np.stack(list(stream)), read_video(folder).frames)
+
+
+def test_frame_stream_refuses_a_bad_input_when_opened_before_any_frame_is_decoded(tmp_path):
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    Image.new("RGB", (8, 8)).save(mixed / "a.png")
+    Image.new("RGB", (9, 8)).save(mixed / "b.png")
+    with pytest.raises(ValueError, match=r"a.png is 8x8 \(WxH\) but b.png is 9x8"):
+        FrameStream(mixed)
+    corrupt = tmp_path / "corrupt.mp4"
+    corrupt.write_bytes(b"\x00\x01 this is not a video" * 50)
+    with pytest.raises(ValueError, match="corrupt.mp4"):
+        FrameStream(corrupt)
+    with pytest.raises(ValueError, match="fps must be positive, got 0"):
+        FrameStream(mixed, fps=0)
+
+
+@pytest.mark.parametrize("name", ["clip.mp4", "frames"])
+def test_frame_writer_written_in_pieces_equals_write_video(tmp_path, name):
+    frames = _frames(6, 16, 24)
+    whole, pieces = tmp_path / "whole" / name, tmp_path / "pieces" / name
+    write_video(frames, whole, fps=10)
+    with FrameWriter(pieces, fps=10) as writer:
+        writer.write(frames[:1])
+        writer.write(frames[1:4] / 255.0)  # float in [0, 1] too
+        writer.write(frames[4:])
+        assert not pieces.exists()  # nothing at the output until the block ends
+    assert writer.count == 6 and writer.frame_shape == (16, 24, 3)
+    np.testing.assert_array_equal(read_video(pieces).frames, read_video(whole).frames)
+    assert sorted(os.listdir(pieces.parent)) == [name]  # no temporary left
+
+
+@pytest.mark.parametrize("name", ["clip.mp4", "frames"])
+def test_frame_writer_that_fails_midway_leaves_the_old_output_and_no_temporary(tmp_path, name):
+    frames = _frames(4, 16, 24)
+    out = tmp_path / name
+    write_video(frames[:2], out)
+    with pytest.raises(RuntimeError, match="stopped"):
+        with FrameWriter(out, overwrite=True) as writer:
+            writer.write(frames)
+            raise RuntimeError("stopped")
+    assert len(read_video(out)) == 2 and sorted(os.listdir(tmp_path)) == [name]
+    with pytest.raises(ValueError, match=r"one size: got \(8, 8, 3\) after \(16, 24, 3\)"):
+        with FrameWriter(out, overwrite=True) as writer:
+            writer.write(frames)
+            writer.write(np.zeros((1, 8, 8, 3), np.uint8))
+    with pytest.raises(ValueError, match="No frames to write"):
+        with FrameWriter(out, overwrite=True):
+            pass
+    assert len(read_video(out)) == 2 and sorted(os.listdir(tmp_path)) == [name]
+    with pytest.raises(FileExistsError, match=name):
+        FrameWriter(out)  # refused when made, before any frame is computed
