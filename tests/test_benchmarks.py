@@ -147,6 +147,20 @@ def test_noise_scale_sweep(cache, tmp_path):
         assert image.width > 0
 
 
+def test_long_clip_memory(tmp_path):
+    out = tmp_path / "memory.json"
+    result = benchmark("long_clip_memory.py", "--frames", "40,20", "--size", 32, "--segment-frames", 16, "--out", out)
+    data = json.loads(out.read_text())
+    rows = data["rows"]
+    # each length (sorted) in both modes, each a real run of the CLI with its own peak memory
+    assert [(r["frames"], r["segment_frames"]) for r in rows] == [(20, 16), (20, 0), (40, 16), (40, 0)]
+    assert all(r["peak_mib"] > 100 for r in rows), rows  # torch alone takes more than that
+    assert set(data["mib_per_frame"]) == {"segments of 16", "whole clip"}
+    assert "MiB of peak memory per extra frame" in result.stdout
+    with PIL.Image.open(out.with_suffix(".png")) as image:
+        assert image.width > 0
+
+
 def test_bad_arguments_are_named(tmp_path):
     result = benchmark("quality.py", "--max-clips", 0, "--cache", tmp_path, check=False)
     assert result.returncode != 0 and "argument --max-clips: expected a positive integer, got '0'" in result.stderr
@@ -169,6 +183,12 @@ def test_bad_arguments_are_named(tmp_path):
     assert (
         result.returncode != 0
         and "argument --noise-scales: expected comma-separated numbers >= 0, got '0,-1' ('-1' is not one)"
+        in result.stderr
+    )
+    result = benchmark("long_clip_memory.py", "--frames", "10,0", "--out", tmp_path / "m.json", check=False)
+    assert (
+        result.returncode != 0
+        and "argument --frames: expected comma-separated numbers that are positive integers, got '10,0' ('0' is not one)"
         in result.stderr
     )
     result = benchmark("sample_spread.py", "--seeds", 0, "--cache", tmp_path, check=False)
