@@ -28,7 +28,7 @@ sys.path.insert(0, HERE)
 from quality import number_list  # noqa: E402
 from results_io import atomic_path, write_json  # noqa: E402
 
-from pipeline_video_deblur.cli import non_negative_int, positive_int  # noqa: E402
+from pipeline_video_deblur.cli import positive_int  # noqa: E402
 from pipeline_video_deblur.data import write_video  # noqa: E402
 from pipeline_video_deblur.segments import DEFAULT_SEGMENT_FRAMES  # noqa: E402
 

@@ -103,7 +103,7 @@ def main() -> int:
     result = {
         "data": "video-deblur synth --split test --sequences 4 --frames 16 --size 128x128 --seed 0",
         "model": args.model,
-        "model_noise_scale": float(pipe.config.get("noise_scale", 1.0)),
+        "model_noise_scale": pipe.default_noise_scale,
         "setting": {"steps": args.steps, "guidance_scale": cfg, "eta": eta, "seeds": args.seeds},
         "clips": len(clips),
         "frames_per_clip": [len(blur) for _, blur, _ in clips],

@@ -173,7 +173,7 @@ def main() -> None:
 
     default_cfg = inspect.signature(pipe.__call__).parameters["guidance_scale"].default
     default_cfg = default_cfg if args.guidance_scale is None else args.guidance_scale
-    model_noise = float(pipe.config.get("noise_scale", 1.0))
+    model_noise = pipe.default_noise_scale
     default_noise = model_noise if args.noise_scale is None else args.noise_scale
     fast_noise = model_noise if args.fast_noise_scale is None else args.fast_noise_scale
 

@@ -82,7 +82,7 @@ def main() -> int:
     pipe.set_progress_bar_config(disable=True)
     cfg = inspect.signature(pipe.__call__).parameters["guidance_scale"].default
     cfg = cfg if args.guidance_scale is None else args.guidance_scale
-    noise = float(pipe.config.get("noise_scale", 1.0)) if args.noise_scale is None else args.noise_scale
+    noise = pipe.default_noise_scale if args.noise_scale is None else args.noise_scale
 
     rows = [{"strength": 0.0, "steps_run": 0, **score("blurred input", {n: b for n, b, _ in clips}, clips, 0.0)}]
     print(row_line("blurred input", rows[0]), flush=True)

@@ -61,7 +61,7 @@ def main() -> None:
         panels.append(np.asarray(image))
     with atomic_path(args.out) as tmp:  # the old figure stays until the new one is complete
         PIL.Image.fromarray(np.concatenate(panels, axis=1)).save(tmp)
-    noise = pipe.config.get("noise_scale", 1.0) if args.noise_scale is None else args.noise_scale
+    noise = pipe.default_noise_scale if args.noise_scale is None else args.noise_scale
     print(
         f"wrote {args.out} ({args.steps} steps, CFG {args.guidance_scale:g}, strength {args.strength:g}, "
         f"noise x {noise:g})"

@@ -208,6 +208,12 @@ class VideoDeblurPipeline(DiffusionPipeline):
         return int(sample_size) * self.vae_scale_factor
 
     @property
+    def default_noise_scale(self) -> float:
+        """The model's own `noise_scale` (`model_index.json`), used by a call that gives none: 1.0, the standard
+        sampler, for a model saved without one."""
+        return float(self.config.get("noise_scale", 1.0))
+
+    @property
     def guidance_scale(self) -> float:
         return self._guidance_scale
 
@@ -481,7 +487,7 @@ class VideoDeblurPipeline(DiffusionPipeline):
 
         # 1. Check inputs
         if noise_scale is None:
-            noise_scale = self.config.get("noise_scale", 1.0)
+            noise_scale = self.default_noise_scale
         pixels = self.check_inputs(
             video,
             num_inference_steps,

@@ -196,13 +196,13 @@ def test_noise_scale_multiplies_the_starting_noise():
 def test_noise_scale_defaults_to_the_models_and_survives_a_round_trip(tmp_path):
     video = tiny_video()
     standard = tiny_pipeline()
-    assert standard.config.noise_scale == 1.0
+    assert standard.config.noise_scale == 1.0 and standard.default_noise_scale == 1.0
     np.testing.assert_array_equal(run(standard, video), run(standard, video, noise_scale=1.0))
     cool = VideoDeblurPipeline(**tiny_components(), noise_scale=0.25)
     np.testing.assert_array_equal(run(cool, video), run(standard, video, noise_scale=0.25))
     cool.save_pretrained(tmp_path / "pipe")
     loaded = VideoDeblurPipeline.from_pretrained(tmp_path / "pipe")
-    assert loaded.config.noise_scale == 0.25
+    assert loaded.config.noise_scale == 0.25 and loaded.default_noise_scale == 0.25
     np.testing.assert_allclose(run(loaded, video), run(cool, video), atol=1e-5)
     with pytest.raises(ValueError, match=r"the pipeline's `noise_scale` must be a finite number >= 0, got -1"):
         VideoDeblurPipeline(**tiny_components(), noise_scale=-1)

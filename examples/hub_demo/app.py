@@ -83,7 +83,7 @@ def get_pipeline() -> VideoDeblurPipeline:
 def default_noise_scale() -> float:
     """The model's own starting noise (its `noise_scale` config; 1.0 for a model that does not set one): the
     slider's initial value. It loads the pipeline, which the app does at start anyway."""
-    return float(get_pipeline().config.get("noise_scale", 1.0))
+    return get_pipeline().default_noise_scale
 
 
 def probe(path: str) -> tuple[int, int, int]:
@@ -168,7 +168,7 @@ def deblur(
     progress(0.02, desc="Loading the model")
     pipe = get_pipeline()
     if noise_scale is None:
-        noise_scale = pipe.config.get("noise_scale", 1.0)
+        noise_scale = pipe.default_noise_scale
 
     def on_step_end(pipe, step, timestep, callback_kwargs):
         progress((step + 1, pipe.num_timesteps), desc="Denoising", unit="steps")

@@ -309,7 +309,7 @@ def _method(args: argparse.Namespace, device: str) -> tuple[str, Callable[[np.nd
     if hasattr(pipe, "set_progress_bar_config"):
         pipe.set_progress_bar_config(disable=True)
     if getattr(args, "noise_scale", None) is None:  # the results record the value used, not "the model's"
-        args.noise_scale = float(pipe.config.get("noise_scale", 1.0))
+        args.noise_scale = pipe.default_noise_scale
 
     def run(frames: np.ndarray) -> np.ndarray:
         kwargs = {
