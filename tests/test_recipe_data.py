@@ -201,3 +201,24 @@ def test_a_stand_in_made_at_other_sizes_is_refused_by_name(tmp_path):
     same = _recipe(tmp_path, **plan, UNET_CHANNELS="32,64,64")
     assert same.returncode == 0, same.stderr[-3000:]
     assert f"(STOP_AFTER=plan): {tmp_path / 'stage2'}\n" in same.stdout
+
+
+def test_ship_0_leaves_a_finished_run_unshipped(tmp_path):
+    """`SHIP=0` (a probe): a run whose stage 2 has finished stops before the ship step, naming its folder, and the
+    shipped model's files are not touched."""
+    import hashlib
+
+    shipped = REPO / "pipeline_video_deblur" / "default_model"
+    weights = shipped / "unet" / "diffusion_pytorch_model.safetensors"
+    digest = hashlib.sha256(weights.read_bytes()).hexdigest()[:12]
+    before = {p: p.stat().st_mtime_ns for p in shipped.rglob("*") if p.is_file()}
+    run = tmp_path / f"continue_{digest}"
+    run.mkdir()
+    (run / "model_index.json").write_text("{}")  # stage 2 finished: the recipe skips it
+    settings = {"CONTINUE": "1", "STOP_AFTER": "", "SHIP": "0", "TRAIN_SEQUENCES": "1", "TRAIN_FRAMES": "2"}
+
+    done = _recipe(tmp_path, **settings, SYNTH_WORKERS="1")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"== not shipped (SHIP=0): {run}\n" in done.stdout
+    assert "== ship\n" not in done.stdout
+    assert {p: p.stat().st_mtime_ns for p in shipped.rglob("*") if p.is_file()} == before

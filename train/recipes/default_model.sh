@@ -15,7 +15,7 @@
 #   3e-4 set the model back for its first hundreds of steps)
 #
 # STOP_AFTER=data renders the data (and stills) and stops before training; STOP_AFTER=plan stops before stage 2 (after
-# deepening the UNet, with UNET_LAYERS) and prints its run folder.
+# deepening the UNet, with UNET_LAYERS) and prints its run folder; SHIP=0 trains but leaves the shipped model as it is.
 # Resumable: every stage resumes from its latest complete checkpoint, and a stage whose final pipeline
 # folder exists is skipped, so running the same command again continues where it stopped. Seeds are fixed.
 # Sizes were chosen by measurement on the 2-core CPU (see pipeline_video_deblur/default_model/README.md).
@@ -243,6 +243,9 @@ if ! done_pipeline "$OUT"; then
         ${STAGE2_MINUTES:+--max_train_minutes "$STAGE2_MINUTES"}
 fi
 
+# SHIP=0: stop here, leaving the finished run in $OUT for measurement (a probe) instead of replacing the shipped model;
+# ship it later with `python train/recipes/ship_default_model.py $OUT pipeline_video_deblur/default_model`.
+[ "${SHIP:-1}" != 0 ] || { echo "== not shipped (SHIP=0): $OUT"; exit 0; }
 echo "== ship"
 # Default tile: the whole 128 px benchmark frame (measured better and faster than tiles of the 64 px training crop).
 # The model it replaces is kept in $WORK, named after its UNet's weights (a rerun does not copy it twice).
