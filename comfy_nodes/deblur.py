@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from . import runtime
@@ -11,6 +12,8 @@ from .loader import CATEGORY, PIPELINE_TYPE
 # Frames narrower than this are refused: there is nothing to deblur in them, and below the VAE's factor a frame
 # would not cover one latent.
 MIN_FRAME_SIDE = 8
+# Frames per pass of the pipeline, as `video-deblur run --segment-frames` (pipeline_video_deblur.segments).
+DEFAULT_SEGMENT_FRAMES = 64
 
 
 class VideoDeblur:
@@ -66,7 +69,7 @@ class VideoDeblur:
                         "max": 256,
                         "tooltip": "Frames per temporal window. Longer clips are processed in overlapping "
                         "windows; the model's activations grow with this. The clip's latents are kept whole "
-                        "(so that windows agree at every step): that part grows with the clip's length.",
+                        "(so that windows agree at every step) one segment at a time: see segment_frames.",
                     },
                 ),
                 "frame_overlap": (
@@ -118,6 +121,18 @@ class VideoDeblur:
                         "choice.",
                     },
                 ),
+                "segment_frames": (
+                    "INT",
+                    {
+                        "default": DEFAULT_SEGMENT_FRAMES,
+                        "min": 0,
+                        "max": 4096,
+                        "tooltip": "Frames denoised per pass: a longer clip is deblurred segment by segment, "
+                        "neighbouring segments sharing frame_overlap frames blended with a raised cosine, so the "
+                        "device's memory stays that of one segment however long the clip. A clip up to 1.5 x this "
+                        "is one pass. 0 denoises the whole clip at once. At least num_frames.",
+                    },
+                ),
             },
         }
 
@@ -128,7 +143,8 @@ class VideoDeblur:
     CATEGORY = CATEGORY
     DESCRIPTION = (
         "Deblurs a video given as an IMAGE batch with a latent video diffusion model, in overlapping temporal "
-        "windows and spatial tiles. Progress advances per denoising step and window; cancel stops between steps."
+        "windows and spatial tiles, segment by segment for long clips. Progress advances per denoising step; cancel "
+        "stops between steps."
     )
 
     def deblur(
@@ -143,6 +159,7 @@ class VideoDeblur:
         tile_size: int,
         seed: int,
         noise_scale: float = -1.0,
+        segment_frames: int = DEFAULT_SEGMENT_FRAMES,
     ) -> tuple[torch.Tensor]:
         if not isinstance(pipeline, runtime.LoadedPipeline):
             raise ValueError(
@@ -157,28 +174,37 @@ class VideoDeblur:
                 f"frames of {height} x {width} px are too small: this model takes frames of at least "
                 f"{minimum} x {minimum} px"
             )
+        segments = runtime.pipeline_module("segments")
+        segments.check_segment_frames(int(segment_frames), int(num_frames), int(frame_overlap))
+        spans = segments.segment_spans(len(video), int(segment_frames), int(frame_overlap))
         runtime.check_interrupt()
 
         # Any negative noise_scale (the widget's -1) asks for the model's own, config.noise_scale; nan is passed on
         # and refused by the pipeline with the value.
         noise_scale = None if float(noise_scale) < 0 else float(noise_scale)
         generator = torch.Generator(device="cpu").manual_seed(int(seed))
-        memory = runtime.run_memory(pipe, len(video), height, width, int(num_frames), int(tile_size) or None)
+        longest = max(count for _, count in spans)  # the device holds one segment's latents at a time
+        memory = runtime.run_memory(pipe, longest, height, width, int(num_frames), int(tile_size) or None)
+        progress = runtime.ComfyProgress(frames=sum(count for _, count in spans))
         runtime.move_to_run_device(pipeline, memory)
         try:
-            output = pipe(
-                video,
+            sharp = segments.deblur_segments(
+                pipe,
+                video.permute(0, 2, 3, 1).numpy(),  # (F, H, W, 3) float32 frames, views of the input
+                segment_frames=int(segment_frames),
+                frame_overlap=int(frame_overlap),
+                num_frames=int(num_frames),
+                on_segment=progress.start_segment,
+                as_uint8=False,
                 num_inference_steps=int(steps),
                 guidance_scale=float(guidance_scale),
                 strength=float(strength),
                 noise_scale=noise_scale,
-                num_frames=int(num_frames),
-                frame_overlap=int(frame_overlap),
                 tile_size=int(tile_size) or None,
                 generator=generator,
-                output_type="pt",
-                callback_on_step_end=runtime.ComfyProgress(),
+                callback_on_step_end=progress,
             )
+            output = torch.from_numpy(np.stack(list(sharp))).permute(0, 3, 1, 2)  # (F, 3, H, W)
         finally:
             runtime.move_to_offload_device(pipeline)
-        return (video_to_images(output.frames[0], like=images),)
+        return (video_to_images(output, like=images),)

@@ -47,6 +47,20 @@ def pipeline_package():
     return module
 
 
+def pipeline_module(name: str):
+    """`pipeline_video_deblur.<name>`, with a clear error where an older installed package lacks it."""
+    package = pipeline_package()
+    try:
+        return importlib.import_module(f"{package.__name__}.{name}")
+    except ModuleNotFoundError as error:
+        if error.name != f"{package.__name__}.{name}":
+            raise
+        raise ImportError(
+            f"the installed {package.__name__} ({os.path.dirname(package.__file__)}) is older than these nodes: "
+            "update it (pip install -U video-deblur) or uninstall it, so that the copy beside the nodes is used"
+        ) from None
+
+
 def model_management():
     """`comfy.model_management` inside ComfyUI, `None` outside it."""
     try:
@@ -126,14 +140,7 @@ def resolve_device(name: str) -> tuple[torch.device, torch.device]:
             device = torch.device(name)
         except RuntimeError as error:
             raise ValueError(f"`device` must be 'auto', 'cpu', 'cuda' or 'mps', got {name!r}") from error
-        package = pipeline_package()
-        try:
-            devices = importlib.import_module(package.__name__ + ".devices")
-        except ImportError:
-            raise ImportError(
-                f"the installed {package.__name__} ({os.path.dirname(package.__file__)}) is older than these nodes: "
-                "update it (pip install -U video-deblur) or uninstall it, so that the copy beside the nodes is used"
-            ) from None
+        devices = pipeline_module("devices")
         problem = devices.device_problem(device)
         if problem is not None:
             raise ValueError(f"`device` {name!r} {problem}; use 'auto' or 'cpu'")
@@ -235,21 +242,27 @@ def check_interrupt() -> None:
 class ComfyProgress:
     """A `callback_on_step_end` for the pipeline: advances ComfyUI's progress bar and honours its cancel button.
 
-    The bar counts (denoising step, window) pairs, where a window is one temporal window x spatial tile: it is
-    created at the first step, when the pipeline knows both numbers (`pipe.num_timesteps`, after `strength`, and
-    `callback_kwargs["num_windows"]`), with total = steps x windows, and moves by `num_windows` after each step.
-    Cancelling raises between steps, out of the pipeline and the node; ComfyUI reports it as an interruption.
+    The bar counts frames x denoising steps over every pass of the pipeline (`frames`: the frames of all passes,
+    those neighbouring segments share counted in each): it is created at the first step, when the pipeline knows
+    its number of steps (`pipe.num_timesteps`, after `strength`), and moves by the current pass's frame count
+    (`start_segment`) after each step. Cancelling raises between steps, out of the pipeline and the node; ComfyUI
+    reports it as an interruption.
     """
 
-    def __init__(self):
+    def __init__(self, frames: int):
+        self.frames = int(frames)
+        self.segment_frames = self.frames
         self.bar_class = progress_bar_class()
         self.bar = None
 
+    def start_segment(self, first: int, count: int) -> None:
+        """`deblur_segments`' `on_segment`: the next pass covers `count` frames."""
+        self.segment_frames = int(count)
+
     def __call__(self, pipe, step_index: int, timestep, callback_kwargs: dict) -> dict:
-        num_windows = int(callback_kwargs.get("num_windows", 1))
         if self.bar_class is not None:
             if self.bar is None:
-                self.bar = self.bar_class(pipe.num_timesteps * num_windows)
-            self.bar.update(num_windows)
+                self.bar = self.bar_class(pipe.num_timesteps * self.frames)
+            self.bar.update(self.segment_frames)
         check_interrupt()
         return {}

@@ -31,6 +31,23 @@ def check_segment_frames(segment_frames: int, num_frames: int, frame_overlap: in
         )
 
 
+def segment_spans(
+    length: int, segment_frames: int = DEFAULT_SEGMENT_FRAMES, frame_overlap: int = 4
+) -> list[tuple[int, int]]:
+    """`(first frame, frame count)` of each pipeline call `deblur_segments` makes on a clip of `length` frames, for
+    a caller that knows the length beforehand (to size a progress bar or the memory one call needs)."""
+    if isinstance(length, bool) or not isinstance(length, int) or length < 1:
+        raise ValueError(f"`length` must be a positive number of frames, got {length!r}")
+    longest = math.inf if segment_frames == 0 else segment_frames + segment_frames // 2
+    spans = []
+    first = 0
+    while length - first > longest:
+        spans.append((first, segment_frames))
+        first += segment_frames - frame_overlap
+    spans.append((first, length - first))
+    return spans
+
+
 def overlap_weights(overlap: int) -> np.ndarray:
     """The weight of the later segment at each of `overlap` shared frames (the earlier one gets 1 minus it): a
     raised cosine from near 0 to near 1, as `windows.ramp_weights` gives two windows sharing `overlap` frames."""
@@ -45,20 +62,24 @@ def deblur_segments(
     frame_overlap: int = 4,
     num_frames: int = 16,
     on_segment: Callable[[int, int], None] | None = None,
+    as_uint8: bool = True,
     **call_kwargs,
 ) -> Iterator[np.ndarray]:
-    """Deblur `frames` segment by segment and yield the sharp frames, uint8 (H, W, 3), in order.
+    """Deblur `frames` segment by segment and yield the sharp frames, (H, W, 3) RGB, in order.
 
     Args:
         pipe: a `VideoDeblurPipeline`.
-        frames: uint8 (H, W, 3) RGB frames of one size, any number of them, e.g. a `FrameStream`.
+        frames: (H, W, 3) RGB frames of one size, uint8 or float in [0, 1], any number of them, e.g. a
+            `FrameStream`.
         segment_frames: frames per call of `pipe` (0: the whole clip in one call, as `pipe(clip)`). A clip
             at most 1.5 x `segment_frames` long is one segment; so is the last part of a longer one, so no
             segment is shorter than half of it.
         frame_overlap: frames shared by neighbouring temporal windows inside a segment and by neighbouring
             segments.
         num_frames: frames per temporal window.
-        on_segment: called as `on_segment(first_frame, frame_count)` before each segment is denoised.
+        on_segment: called as `on_segment(first_frame, frame_count)` before each segment is denoised (the spans
+            `segment_spans` lists).
+        as_uint8: yield uint8 frames (the default) or float32 frames in [0, 1], unrounded.
         call_kwargs: the rest of `pipe`'s arguments (`num_inference_steps`, `guidance_scale`, `noise_scale`,
             `generator`, ...); one `generator` serves every segment in turn.
     """
@@ -95,15 +116,16 @@ def deblur_segments(
             weight = overlap_weights(len(tail))[:, None, None, None]
             sharp[: len(tail)] = (1 - weight) * tail + weight * sharp[: len(tail)]
         if last:
-            yield from _to_uint8(sharp)
+            yield from _frames(sharp, as_uint8)
             return
         shared = frame_overlap
-        yield from _to_uint8(sharp[: count - shared])
+        yield from _frames(sharp[: count - shared], as_uint8)
         tail = sharp[count - shared : count] if shared else None
         buffer = buffer[count - shared :]
         first += count - shared
 
 
-def _to_uint8(frames: np.ndarray) -> Iterator[np.ndarray]:
+def _frames(frames: np.ndarray, as_uint8: bool) -> Iterator[np.ndarray]:
     for frame in frames:
-        yield (np.clip(frame, 0, 1) * 255).round().astype(np.uint8)
+        frame = np.clip(frame, 0, 1)
+        yield (frame * 255).round().astype(np.uint8) if as_uint8 else frame.astype(np.float32, copy=False)

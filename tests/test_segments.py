@@ -5,7 +5,7 @@ import pytest
 import torch
 from tiny import tiny_pipeline, tiny_video
 
-from pipeline_video_deblur.segments import check_segment_frames, deblur_segments, overlap_weights
+from pipeline_video_deblur.segments import check_segment_frames, deblur_segments, overlap_weights, segment_spans
 
 
 @pytest.fixture(scope="module")
@@ -104,3 +104,34 @@ def test_no_frames_and_arguments_it_sets_are_refused(pipe):
         next(deblur_segments(pipe, [], segment_frames=16, frame_overlap=2, num_frames=8, **OPTIONS))
     with pytest.raises(ValueError, match="output_type"):
         next(deblur_segments(pipe, [], output_type="pil", num_frames=8, frame_overlap=2))
+
+
+def test_segment_spans_are_the_calls_deblur_segments_makes():
+    class Counter:  # stands in for the pipeline's output shape only: the plan does not depend on the model
+        def __call__(self, video, **kwargs):
+            return type("Out", (), {"frames": [np.zeros(video.shape, np.float32)]})()
+
+    for length in (1, 8, 16, 24, 25, 39, 40, 41, 100):
+        for segment, overlap in ((16, 2), (8, 0), (0, 2), (9, 4)):
+            calls = []
+            out = deblur_segments(
+                Counter(), np.zeros((length, 2, 2, 3), np.uint8), segment_frames=segment, frame_overlap=overlap,
+                num_frames=8, on_segment=lambda first, count, calls=calls: calls.append((first, count)),
+            )  # fmt: skip
+            assert len(list(out)) == length
+            assert segment_spans(length, segment, overlap) == calls, (length, segment, overlap)
+    with pytest.raises(ValueError, match="`length` must be a positive number of frames, got 0"):
+        segment_spans(0, 16, 2)
+
+
+def test_float_frames_in_and_out(pipe, clip):
+    """Float frames in [0, 1] give the same result as their uint8 originals; `as_uint8=False` yields the
+    unrounded float32 frames that the uint8 ones are rounded from."""
+    kwargs = {"segment_frames": 16, "frame_overlap": 2, "num_frames": 8, **OPTIONS}
+    as_float = clip[:30].astype(np.float32) / 255
+    floats = np.stack(list(deblur_segments(pipe, as_float, as_uint8=False, generator=torch.Generator().manual_seed(3),
+                                           **kwargs)))  # fmt: skip
+    uint8 = np.stack(list(deblur_segments(pipe, clip[:30], generator=torch.Generator().manual_seed(3), **kwargs)))
+    assert floats.dtype == np.float32 and floats.shape == clip[:30].shape
+    assert 0 <= floats.min() and floats.max() <= 1
+    np.testing.assert_array_equal(to_uint8(floats), uint8)

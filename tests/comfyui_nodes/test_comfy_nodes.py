@@ -14,6 +14,7 @@ import textwrap
 import types
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from tiny import tiny_components, tiny_pipeline, tiny_video
@@ -238,7 +239,7 @@ def test_progress_sees_every_step_and_window(nodes, loaded, monkeypatch):
     deblur = nodes.NODE_CLASS_MAPPINGS["VideoDeblur"]()
     (result,) = deblur.deblur(loaded, images, 4, 1.0, 0.5, 2, 1, 0, 7)  # 2 windows of 2 frames, 4 x 0.5 steps
     assert result.shape == images.shape
-    assert seen.totals == [2 * 2] and seen.updates == [2, 2]
+    assert seen.totals == [2 * 3] and seen.updates == [3, 3]  # frames x steps
     assert seen.checks == 1 + 2  # once before the run, once after every step
     assert seen.emptied == 1
 
@@ -248,8 +249,47 @@ def test_cancel_stops_the_run_between_steps(nodes, loaded, monkeypatch):
     deblur = nodes.NODE_CLASS_MAPPINGS["VideoDeblur"]()
     with pytest.raises(seen.InterruptProcessingException):
         deblur.deblur(loaded, blurred_images(frames=2, size=16), 6, 1.0, 1.0, 16, 4, 0, 0)
-    assert seen.totals == [6] and seen.updates == [1, 1, 1]
+    assert seen.totals == [6 * 2] and seen.updates == [2, 2, 2]
     assert seen.emptied == 1  # the weights went back to the offload device all the same
+
+
+def test_long_clips_are_deblurred_segment_by_segment(nodes, loaded, monkeypatch):
+    """`segment_frames`: the node's passes are deblur_segments' (float, unrounded), the bar spans them all, and the
+    memory asked of ComfyUI is one segment's; 0 is one pass over the whole clip, as a direct pipeline call."""
+    from pipeline_video_deblur.segments import deblur_segments
+
+    seen = install_comfy(monkeypatch)
+    runtime = importlib.import_module(nodes.__name__ + ".comfy_nodes.runtime")
+    deblur = nodes.NODE_CLASS_MAPPINGS["VideoDeblur"]()
+    images = blurred_images(frames=12, size=16)
+    pipe = loaded.pipeline
+    options = {"num_inference_steps": 2, "guidance_scale": 1.0, "strength": 1.0, "tile_size": None}
+    asked, move = [], runtime.move_to_run_device  # what the node asks ComfyUI to free (nothing on the CPU)
+    monkeypatch.setattr(runtime, "move_to_run_device", lambda loaded, memory: (asked.append(memory), move(loaded))[1])
+
+    # 12 frames in segments of 4 sharing 1: [0, 4), [3, 7), and the last 6 left in one pass, [6, 12)
+    (result,) = deblur.deblur(loaded, images, 2, 1.0, 1.0, 2, 1, 0, 5, 0.5, 4)
+    assert seen.totals == [2 * (4 + 4 + 6)] and seen.updates == [4, 4, 4, 4, 6, 6]
+    assert asked == [runtime.run_memory(pipe, 6, 16, 16, 2, None)]
+    frames = images.numpy()
+    expected = deblur_segments(
+        pipe, frames, segment_frames=4, frame_overlap=1, num_frames=2, as_uint8=False, noise_scale=0.5,
+        generator=torch.Generator().manual_seed(5), **options,
+    )  # fmt: skip
+    torch.testing.assert_close(result, torch.from_numpy(np.stack(list(expected))), rtol=0, atol=1e-6)
+
+    (whole,) = deblur.deblur(loaded, images, 2, 1.0, 1.0, 2, 1, 0, 5, 0.5, 0)
+    assert seen.updates[6:] == [12, 12]
+    direct = pipe(
+        images.permute(0, 3, 1, 2), num_frames=2, frame_overlap=1, noise_scale=0.5, output_type="pt",
+        generator=torch.Generator().manual_seed(5), **options,
+    ).frames[0]  # fmt: skip
+    torch.testing.assert_close(whole, direct.permute(0, 2, 3, 1), rtol=0, atol=1e-6)
+    assert not torch.allclose(whole, result, atol=1e-4)  # the segments saw other noise and other neighbours
+
+    with pytest.raises(ValueError, match=r"`segment_frames` must be 0 \(the whole clip at once\) or at least "
+                       r"num_frames=2 \(one temporal window\), got 1"):  # fmt: skip
+        deblur.deblur(loaded, images, 2, 1.0, 1.0, 2, 1, 0, 5, 0.5, 1)
 
 
 def test_noise_scale_input_defaults_to_the_models_own(nodes):
