@@ -26,7 +26,8 @@ from typing import NamedTuple
 import numpy as np
 
 from ..atomic import write_text
-from ..cli import non_negative_float, positive_float, positive_int, strength_fraction
+from ..cli import non_negative_float, non_negative_int, positive_float, positive_int, strength_fraction
+from ..segments import DEFAULT_SEGMENT_FRAMES, check_segment_frames
 from .baselines import UNSHARP_AMOUNT, UNSHARP_RADIUS, identity, unsharp
 from .figures import comparison_figure
 from .lpips_metric import NOT_COMPUTED, LPIPSMetric
@@ -258,6 +259,13 @@ def add_eval_args(parser: argparse.ArgumentParser) -> None:
         "--noise-scale", type=non_negative_float, default=None, help="starting noise x this (default: the model's own)"
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the model's sampling noise")
+    parser.add_argument(
+        "--segment-frames",
+        type=non_negative_int,
+        default=DEFAULT_SEGMENT_FRAMES,
+        help=f"frames the model denoises at once, as `video-deblur run --segment-frames` (default "
+        f"{DEFAULT_SEGMENT_FRAMES}), so that the scores are those of what `run` writes; 0: each sequence at once",
+    )
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     parser.add_argument("--unsharp-amount", type=float, default=UNSHARP_AMOUNT, help="unsharp baseline amount")
     parser.add_argument("--unsharp-radius", type=float, default=UNSHARP_RADIUS, help="unsharp baseline radius (px)")
@@ -311,18 +319,19 @@ def _method(args: argparse.Namespace, device: str) -> tuple[str, Callable[[np.nd
     if getattr(args, "noise_scale", None) is None:  # the results record the value used, not "the model's"
         args.noise_scale = pipe.default_noise_scale
 
+    from ..segments import deblur_segments
+
     def run(frames: np.ndarray) -> np.ndarray:
         kwargs = {
-            "video": frames,
             "num_inference_steps": args.steps,
             "strength": args.strength,
             "noise_scale": args.noise_scale,
             "generator": torch.Generator().manual_seed(args.seed),
-            "output_type": "np",
         }
         if args.guidance_scale is not None:
             kwargs["guidance_scale"] = args.guidance_scale
-        return to_uint8(np.asarray(pipe(**kwargs).frames[0]))
+        segment_frames = getattr(args, "segment_frames", DEFAULT_SEGMENT_FRAMES)
+        return np.stack(list(deblur_segments(pipe, frames, segment_frames=segment_frames, **kwargs)))
 
     return f"model {args.model}", run
 
@@ -356,6 +365,8 @@ def run_eval(args: argparse.Namespace) -> int:
             f"--out {args.out!r}: {' and '.join(existing)} already exist(s); pass --overwrite to replace, or choose "
             "another --out"
         )
+    if getattr(args, "model", None) is not None:  # the pipeline's own temporal window, 16 frames sharing 4
+        check_segment_frames(getattr(args, "segment_frames", DEFAULT_SEGMENT_FRAMES), 16, 4)
     dataset = _load_dataset(args)  # before the model: a bad root fails fast
     label, method = _method(args, device)
     indices = list(range(len(dataset.sequences)))[: args.max_sequences]
@@ -397,6 +408,7 @@ def run_eval(args: argparse.Namespace) -> int:
             guidance_scale=args.guidance_scale,
             strength=args.strength,
             noise_scale=getattr(args, "noise_scale", None),
+            segment_frames=getattr(args, "segment_frames", DEFAULT_SEGMENT_FRAMES),
             seed=args.seed,
             device=device,
         )

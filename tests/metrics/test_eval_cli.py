@@ -190,3 +190,39 @@ def test_eval_model_runs_a_saved_pipeline(tmp_path):
     assert results["settings"]["steps"] == 2 and results["settings"]["model"] == str(tmp_path / "pipe")
     assert results["settings"]["noise_scale"] == 1.0  # the noise scale used is recorded: here the model's own
     assert [p.name for p in (tmp_path / "fig").iterdir()] == ["synth_test_000_000001.png"]
+
+
+def test_eval_scores_what_run_writes_segment_by_segment(tmp_path):
+    """`--segment-frames` (default 64, as `video-deblur run`): a sequence longer than 1.5 segments is deblurred by
+    deblur_segments, so eval scores the frames `run` would write; 0 is one pipeline call; a bad value is refused
+    before anything loads."""
+    import tiny
+    import torch
+
+    from pipeline_video_deblur import VideoDeblurPipeline
+    from pipeline_video_deblur.data.datasets import GoProDataset
+    from pipeline_video_deblur.metrics.psnr_ssim import psnr
+    from pipeline_video_deblur.segments import deblur_segments
+
+    make_synthetic_dataset(tmp_path / "data", split="test", sequences=1, frames=26, size=(32, 32), progress=False)
+    tiny.tiny_pipeline().save_pretrained(tmp_path / "pipe")
+    common = {"root": str(tmp_path / "data"), "baseline": None, "model": str(tmp_path / "pipe"), "steps": 1,
+              "device": "cpu", "noise_scale": 1.0}  # fmt: skip
+    assert run_eval(_args(**common, segment_frames=16, out=str(tmp_path / "seg.json"))) == 0
+    assert run_eval(_args(**common, segment_frames=0, out=str(tmp_path / "whole.json"))) == 0
+    seg, whole = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("seg", "whole"))
+    assert (seg["settings"]["segment_frames"], whole["settings"]["segment_frames"]) == (16, 0)
+
+    blur, sharp = GoProDataset(tmp_path / "data", split="test", whole_sequences=True, augment=False).load_frames(0)
+    pipe = VideoDeblurPipeline.from_pretrained(tmp_path / "pipe")
+    pipe.set_progress_bar_config(disable=True)
+    frames = np.stack(list(deblur_segments(pipe, blur, segment_frames=16, num_inference_steps=1, noise_scale=1.0,
+                                           generator=torch.Generator().manual_seed(0))))  # fmt: skip
+    expected = np.mean([psnr(f, s) for f, s in zip(frames, sharp)])
+    assert seg["videos"]["synth_test_000"]["psnr"] == pytest.approx(expected, abs=1e-6)
+    assert seg["videos"]["synth_test_000"]["psnr"] != whole["videos"]["synth_test_000"]["psnr"]
+
+    with pytest.raises(ValueError, match=r"`segment_frames` must be 0 .* or at least num_frames=16 .*, got 8"):
+        run_eval(
+            _args(**{**common, "root": str(tmp_path / "missing")}, segment_frames=8, out=str(tmp_path / "b.json"))
+        )
