@@ -38,6 +38,7 @@ def segment_spans(
     a caller that knows the length beforehand (to size a progress bar or the memory one call needs)."""
     if isinstance(length, bool) or not isinstance(length, int) or length < 1:
         raise ValueError(f"`length` must be a positive number of frames, got {length!r}")
+    check_segment_frames(segment_frames, 1, frame_overlap)  # more than the overlap, so each segment moves on
     longest = math.inf if segment_frames == 0 else segment_frames + segment_frames // 2
     spans = []
     first = 0

@@ -236,6 +236,16 @@ def test_a_long_clip_is_deblurred_segment_by_segment_into_one_output(model_dir, 
     # from the same two windows, [0, 4) and [3, 7), in both runs, so they come out alike (to one 8-bit level: the
     # VAE and the encoders see other batches, which changes float rounding)
     assert np.abs(outputs[8][:4].astype(int) - outputs[0][:4].astype(int)).max() <= 1
+    # every frame, in order, is what deblur_segments gives in process (to one 8-bit level, as above)
+    from pipeline_video_deblur import VideoDeblurPipeline
+    from pipeline_video_deblur.segments import deblur_segments
+
+    pipe = VideoDeblurPipeline.from_pretrained(model_dir)
+    pipe.set_progress_bar_config(disable=True)
+    expected = deblur_segments(
+        pipe, clip, segment_frames=8, frame_overlap=1, num_frames=4, num_inference_steps=1, noise_scale=0.0
+    )
+    assert np.abs(outputs[8].astype(int) - np.stack(list(expected)).astype(int)).max() <= 1
 
 
 def test_a_home_relative_path_is_expanded(model_dir, clip_mp4, tmp_path):

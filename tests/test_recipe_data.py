@@ -220,5 +220,8 @@ def test_ship_0_leaves_a_finished_run_unshipped(tmp_path):
     done = _recipe(tmp_path, **settings, SYNTH_WORKERS="1")
     assert done.returncode == 0, done.stderr[-3000:]
     assert f"== not shipped (SHIP=0): {run}\n" in done.stdout
+    replaced = tmp_path / f"replaced_default_model_{digest}"
+    ship = f"train/recipes/ship_default_model.py {run} pipeline_video_deblur/default_model --tile-size 128"
+    assert f"{ship} --keep-replaced {replaced}\n" in done.stdout  # what the ship step would have run
     assert "== ship\n" not in done.stdout
     assert {p: p.stat().st_mtime_ns for p in shipped.rglob("*") if p.is_file()} == before

@@ -122,6 +122,10 @@ def test_segment_spans_are_the_calls_deblur_segments_makes():
             assert segment_spans(length, segment, overlap) == calls, (length, segment, overlap)
     with pytest.raises(ValueError, match="`length` must be a positive number of frames, got 0"):
         segment_spans(0, 16, 2)
+    with pytest.raises(ValueError, match="`segment_frames` must be 0 .* got 4"):
+        segment_spans(100, 4, 4)  # no more than the overlap: a segment would not move on
+    with pytest.raises(ValueError, match="got -8"):
+        segment_spans(100, -8, 2)
 
 
 def test_float_frames_in_and_out(pipe, clip):

@@ -180,12 +180,17 @@ class FrameStream:
 
     def __iter__(self) -> Iterator[np.ndarray]:
         if self._files is not None:
-            shape = None
+            first = None
             for file in self._files:
                 frame = load_rgb(file)
-                if shape is not None and frame.shape != shape:  # the file changed since it was opened
-                    raise ValueError(f"Frames in {str(self.path)!r} differ in size: {file.name} is {frame.shape}")
-                shape = frame.shape
+                if first is None:
+                    first = (file.name, frame.shape)
+                elif frame.shape != first[1]:  # the file changed since it was opened
+                    (h0, w0), (h, w) = first[1][:2], frame.shape[:2]
+                    raise ValueError(
+                        f"Frames in {str(self.path)!r} differ in size: {first[0]} is {w0}x{h0} (WxH) but {file.name} "
+                        f"is {w}x{h}"
+                    )
                 yield frame
             return
         import av
@@ -410,10 +415,16 @@ class FrameWriter:
             if kind is None:
                 self._commit()
         finally:
-            if self._container is not None:
-                self._container.close()
-                self._container = None
-            if self._tmp is not None and self._tmp.exists():
+            try:
+                if self._container is not None:
+                    container, self._container = self._container, None
+                    container.close()
+            finally:
+                self._remove_tmp()
+
+    def _remove_tmp(self) -> None:
+        if self._tmp is not None:
+            if self._tmp.exists():
                 if self._tmp.is_dir():
                     shutil.rmtree(self._tmp, ignore_errors=True)
                 else:

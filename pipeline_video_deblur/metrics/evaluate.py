@@ -27,7 +27,7 @@ import numpy as np
 
 from ..atomic import write_text
 from ..cli import non_negative_float, non_negative_int, positive_float, positive_int, strength_fraction
-from ..segments import DEFAULT_SEGMENT_FRAMES, check_segment_frames
+from ..segments import DEFAULT_SEGMENT_FRAMES
 from .baselines import UNSHARP_AMOUNT, UNSHARP_RADIUS, identity, unsharp
 from .figures import comparison_figure
 from .lpips_metric import NOT_COMPUTED, LPIPSMetric
@@ -365,8 +365,12 @@ def run_eval(args: argparse.Namespace) -> int:
             f"--out {args.out!r}: {' and '.join(existing)} already exist(s); pass --overwrite to replace, or choose "
             "another --out"
         )
-    if getattr(args, "model", None) is not None:  # the pipeline's own temporal window, 16 frames sharing 4
-        check_segment_frames(getattr(args, "segment_frames", DEFAULT_SEGMENT_FRAMES), 16, 4)
+    segment_frames = getattr(args, "segment_frames", DEFAULT_SEGMENT_FRAMES)
+    if getattr(args, "model", None) is not None and segment_frames != 0 and segment_frames < 16:
+        raise ValueError(
+            f"--segment-frames must be 0 (each sequence at once) or at least 16 (the model's temporal window), "
+            f"got {segment_frames}"
+        )
     dataset = _load_dataset(args)  # before the model: a bad root fails fast
     label, method = _method(args, device)
     indices = list(range(len(dataset.sequences)))[: args.max_sequences]

@@ -233,7 +233,7 @@ def test_api_workflow_runs_without_comfyui(nodes, api_workflow, saved_pipeline):
     assert bool(torch.isfinite(result).all()) and 0 <= float(result.min()) and float(result.max()) <= 1
 
 
-def test_progress_sees_every_step_and_window(nodes, loaded, monkeypatch):
+def test_progress_counts_frames_times_steps(nodes, loaded, monkeypatch):
     seen = install_comfy(monkeypatch)
     images = blurred_images(frames=3, size=16)
     deblur = nodes.NODE_CLASS_MAPPINGS["VideoDeblur"]()

@@ -241,7 +241,7 @@ def test_frame_stream_reads_what_read_video_reads_one_frame_at_a_time(tmp_path):
     video = tmp_path / "clip.mp4"
     write_video(frames, video, fps=12)
     stream = FrameStream(video)
-    assert stream.fps == pytest.approx(12) and stream.names is None and stream.count in (7, None)
+    assert stream.fps == pytest.approx(12) and stream.names is None and stream.count == 7
     first = next(iter(stream))
     assert first.shape == (24, 40, 3) and first.dtype == np.uint8
     np.testing.assert_array_equal(np.stack(list(stream)), read_video(video).frames)  # iterable again, whole
@@ -266,6 +266,17 @@ def test_frame_stream_refuses_a_bad_input_when_opened_before_any_frame_is_decode
         FrameStream(corrupt)
     with pytest.raises(ValueError, match="fps must be positive, got 0"):
         FrameStream(mixed, fps=0)
+
+
+def test_frame_stream_refuses_a_frame_that_changed_size_after_it_was_opened(tmp_path):
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for name in ("a.png", "b.png"):
+        Image.new("RGB", (8, 6)).save(folder / name)
+    stream = FrameStream(folder)
+    Image.new("RGB", (10, 6)).save(folder / "b.png")  # replaced between the check and the read
+    with pytest.raises(ValueError, match=r"differ in size: a.png is 8x6 \(WxH\) but b.png is 10x6"):
+        list(stream)
 
 
 @pytest.mark.parametrize("name", ["clip.mp4", "frames"])

@@ -222,7 +222,9 @@ def test_eval_scores_what_run_writes_segment_by_segment(tmp_path):
     assert seg["videos"]["synth_test_000"]["psnr"] == pytest.approx(expected, abs=1e-6)
     assert seg["videos"]["synth_test_000"]["psnr"] != whole["videos"]["synth_test_000"]["psnr"]
 
-    with pytest.raises(ValueError, match=r"`segment_frames` must be 0 .* or at least num_frames=16 .*, got 8"):
+    with pytest.raises(
+        ValueError, match=r"--segment-frames must be 0 \(each sequence at once\) or at least 16 .*, got 8"
+    ):
         run_eval(
             _args(**{**common, "root": str(tmp_path / "missing")}, segment_frames=8, out=str(tmp_path / "b.json"))
         )

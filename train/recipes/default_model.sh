@@ -243,15 +243,20 @@ if ! done_pipeline "$OUT"; then
         ${STAGE2_MINUTES:+--max_train_minutes "$STAGE2_MINUTES"}
 fi
 
-# SHIP=0: stop here, leaving the finished run in $OUT for measurement (a probe) instead of replacing the shipped model;
-# ship it later with `python train/recipes/ship_default_model.py $OUT pipeline_video_deblur/default_model`.
-[ "${SHIP:-1}" != 0 ] || { echo "== not shipped (SHIP=0): $OUT"; exit 0; }
-echo "== ship"
 # Default tile: the whole 128 px benchmark frame (measured better and faster than tiles of the 64 px training crop).
 # The model it replaces is kept in $WORK, named after its UNet's weights (a rerun does not copy it twice).
 SHIPPED=pipeline_video_deblur/default_model
 REPLACED=
 [ ! -f "$SHIPPED/unet/diffusion_pytorch_model.safetensors" ] ||
     REPLACED=$WORK/replaced_default_model_$(sha256sum "$SHIPPED/unet/diffusion_pytorch_model.safetensors" | cut -c1-12)
+# SHIP=0: stop here, leaving the finished run in $OUT for measurement (a probe) instead of replacing the shipped model;
+# it prints the command that ships it later, as this step would.
+if [ "${SHIP:-1}" = 0 ]; then
+    echo "== not shipped (SHIP=0): $OUT"
+    echo "to ship it: $PYTHON train/recipes/ship_default_model.py $OUT $SHIPPED --tile-size ${TILE_SIZE:-128}" \
+        "${REPLACED:+--keep-replaced $REPLACED}"
+    exit 0
+fi
+echo "== ship"
 $PYTHON train/recipes/ship_default_model.py "$OUT" "$SHIPPED" --tile-size "${TILE_SIZE:-128}" \
     ${REPLACED:+--keep-replaced "$REPLACED"}
