@@ -321,6 +321,8 @@ def _method(args: argparse.Namespace, device: str) -> tuple[str, Callable[[np.nd
 
     from ..segments import deblur_segments
 
+    segment_frames = getattr(args, "segment_frames", DEFAULT_SEGMENT_FRAMES)
+
     def run(frames: np.ndarray) -> np.ndarray:
         kwargs = {
             "num_inference_steps": args.steps,
@@ -330,7 +332,6 @@ def _method(args: argparse.Namespace, device: str) -> tuple[str, Callable[[np.nd
         }
         if args.guidance_scale is not None:
             kwargs["guidance_scale"] = args.guidance_scale
-        segment_frames = getattr(args, "segment_frames", DEFAULT_SEGMENT_FRAMES)
         return np.stack(list(deblur_segments(pipe, frames, segment_frames=segment_frames, **kwargs)))
 
     return f"model {args.model}", run
@@ -412,7 +413,7 @@ def run_eval(args: argparse.Namespace) -> int:
             guidance_scale=args.guidance_scale,
             strength=args.strength,
             noise_scale=getattr(args, "noise_scale", None),
-            segment_frames=getattr(args, "segment_frames", DEFAULT_SEGMENT_FRAMES),
+            segment_frames=segment_frames,
             seed=args.seed,
             device=device,
         )
