@@ -12,7 +12,9 @@ and compares the x0 it implies with x0. References, both computed from the same 
 - linear: the best condition-blind linear denoiser, alpha * var / (alpha^2 * var + sigma^2) * (x_t - alpha * mean)
   + mean, given x0's true mean and variance (an oracle for those two numbers, blind to the blurred clip).
 
-At t = 999 the noisy latents carry almost nothing, so the model's error there is its deblurring regression:
+At t = 999 the noisy latents still carry a trace of the answer (sqrt(alphas_cumprod[999]) x0, 6.8 % of it), and
+the model uses it. So two more rows run the UNet once at t = 999 from inputs without that trace, as the sampler
+starts: pure noise (`noise_scale` 1) and zeros (`noise_scale` 0). Those rows are the model's deblurring regression:
 below the identity means it deblurs. At small t any denoiser does well. `gain over identity` is
 10 log10(identity MSE / model MSE) in latent units; with the weight-free pixel-shuffle VAE latents are pixels,
 so it is the PSNR gain before clipping and rounding. Prints a table, writes JSON and a plot.
@@ -36,6 +38,23 @@ from pipeline_video_deblur.cli import load_pipeline, positive_int  # noqa: E402
 TIMESTEPS = (999, 900, 800, 666, 500, 333, 200, 100, 50, 19)
 
 
+def implied_x0(pipe, alphas_cumprod, noisy, output, timestep):
+    """The clean latents a UNet output implies, for the scheduler's prediction type."""
+    from pipeline_video_deblur.losses import x0_from_v
+
+    prediction_type = pipe.scheduler.config.prediction_type
+    if prediction_type == "v_prediction":
+        return x0_from_v(alphas_cumprod, noisy, output, timestep)
+    if prediction_type == "epsilon":
+        alpha, sigma = alphas_cumprod[timestep].sqrt(), (1 - alphas_cumprod[timestep]).sqrt()
+        return (noisy - sigma.view(-1, 1, 1, 1, 1) * output) / alpha.view(-1, 1, 1, 1, 1)
+    return output
+
+
+def gain_db(mse: dict) -> float:
+    return 10 * math.log10(mse["identity"] / mse["model"]) if mse["model"] > 0 else float("inf")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="default", help="'default' (embedded) or a pipeline folder")
@@ -50,7 +69,7 @@ def main() -> int:
 
     from quality import load_test_clips
 
-    from pipeline_video_deblur.losses import add_noise, x0_from_v
+    from pipeline_video_deblur.losses import add_noise
 
     pipe = load_pipeline(args.model, device=args.device)
     device = pipe.device
@@ -58,6 +77,7 @@ def main() -> int:
     alphas_cumprod = pipe.scheduler.alphas_cumprod.float().to(device)
     generator = torch.Generator().manual_seed(args.seed)
     sums = {t: {"model": 0.0, "identity": 0.0, "linear": 0.0} for t in TIMESTEPS}
+    starts = {"noise": {"model": 0.0, "identity": 0.0}, "zero": {"model": 0.0, "identity": 0.0}}
     count = 0
     with torch.no_grad():
         for name, blur, sharp in clips:
@@ -74,16 +94,20 @@ def main() -> int:
                 noise = torch.randn(x0.shape, generator=generator).to(device)
                 noisy = add_noise(alphas_cumprod, x0, noise, timestep)
                 output = pipe.unet(torch.cat([noisy, cond], 1), timestep, encoder_hidden_states=context).sample
-                prediction_type = pipe.scheduler.config.prediction_type
-                if prediction_type == "v_prediction":
-                    predicted = x0_from_v(alphas_cumprod, noisy, output, timestep)
-                elif prediction_type == "epsilon":
-                    predicted = (noisy - sigma * output) / alpha
-                else:
-                    predicted = output
+                predicted = implied_x0(pipe, alphas_cumprod, noisy, output, timestep)
                 linear = alpha * var / (alpha**2 * var + sigma**2) * (noisy - alpha * mean) + mean
                 for key, estimate in (("model", predicted), ("identity", identity), ("linear", linear)):
                     sums[t][key] += float(((estimate - x0) ** 2).mean())
+            # The sampler's own first step: t = 999 from noise without the target's trace, or from zeros.
+            t = TIMESTEPS[0]
+            timestep = torch.tensor([t], device=device)
+            sigma = (1 - alphas_cumprod[t]).sqrt()
+            noise = torch.randn(x0.shape, generator=generator).to(device)
+            for start, noisy in (("noise", sigma * noise), ("zero", torch.zeros_like(x0))):
+                output = pipe.unet(torch.cat([noisy, cond], 1), timestep, encoder_hidden_states=context).sample
+                predicted = implied_x0(pipe, alphas_cumprod, noisy, output, timestep)
+                starts[start]["model"] += float(((predicted - x0) ** 2).mean())
+                starts[start]["identity"] += float(((identity - x0) ** 2).mean())
             count += 1
             print(f"{name}: done", flush=True)
 
@@ -91,9 +115,15 @@ def main() -> int:
     print(f"{'t':>5}  {'model MSE':>10}  {'identity':>9}  {'linear':>8}  {'gain over identity':>19}")
     for t in TIMESTEPS:
         mse = {k: v / count for k, v in sums[t].items()}
-        gain = 10 * math.log10(mse["identity"] / mse["model"]) if mse["model"] > 0 else float("inf")
+        gain = gain_db(mse)
         rows.append({"t": t, **mse, "gain_over_identity_db": gain})
         print(f"{t:5d}  {mse['model']:10.4f}  {mse['identity']:9.4f}  {mse['linear']:8.4f}  {gain:+17.2f} dB")
+
+    regression = []
+    for start, label in (("noise", "999, from noise without the trace"), ("zero", "999, from zeros")):
+        mse = {k: v / count for k, v in starts[start].items()}
+        regression.append({"start": start, **mse, "gain_over_identity_db": gain_db(mse)})
+        print(f"{label}: model MSE {mse['model']:.4f}, identity {mse['identity']:.4f}, gain {gain_db(mse):+.2f} dB")
 
     result = {
         "model": args.model,
@@ -102,6 +132,7 @@ def main() -> int:
         "residual": bool(pipe.config.residual),
         "device": str(device),
         "rows": rows,
+        "regression_t999": regression,
     }
     write_json(args.out, result)
 

@@ -90,6 +90,12 @@ def test_timestep_error_and_sample_spread(cache, tmp_path):
     # predicting the blurred input.
     assert rows[-1]["gain_over_identity_db"] > 10, rows[-1]
     assert all(r["model"] >= 0 and r["identity"] > 0 for r in rows)
+    # The regression rows: t = 999 from the sampler's starts, with the identity of the t = 999 row.
+    regression = json.loads(out.read_text())["regression_t999"]
+    assert [r["start"] for r in regression] == ["noise", "zero"]
+    for r in regression:
+        assert r["identity"] == pytest.approx(rows[0]["identity"]) and r["model"] > 0
+        assert r["gain_over_identity_db"] == pytest.approx(10 * math.log10(r["identity"] / r["model"]))
     assert figure.stat().st_size > 0
 
     out, figure = tmp_path / "spread.json", tmp_path / "spread.png"
