@@ -329,8 +329,8 @@ class FrameWriter:
     hold in memory is written with (`write_video` writes a whole array).
 
     Use it as a context manager: frames go to a temporary sibling of `path`, which replaces `path` only when
-    the block ends without an error; on an error (or Ctrl-C) the temporary output is deleted and whatever was
-    at `path` is left as it was. Arguments and errors are those of `write_video`; the checks on `path` run when
+    the block ends without an error; on an error (or Ctrl-C) the temporary output is deleted, so are the
+    parent folders made for it (while still empty), and whatever was at `path` is left as it was. Arguments and errors are those of `write_video`; the checks on `path` run when
     the writer is made, before any frame is computed.
     """
 
@@ -362,9 +362,15 @@ class FrameWriter:
         self._tmp: Path | None = None
         self._container = None
         self._stream = None
+        self._made_folders: list[Path] = []  # parents this writer created, deepest first: removed again on failure
 
     def __enter__(self) -> FrameWriter:
+        missing, folder = [], self.path.parent.absolute()
+        while not folder.exists() and folder.parent != folder:
+            missing.append(folder)
+            folder = folder.parent
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._made_folders = missing
         token = uuid.uuid4().hex[:8]
         if self.video:
             self._tmp = self.path.with_name(f".{self.path.stem}.tmp-{token}{self.path.suffix}")
@@ -411,9 +417,11 @@ class FrameWriter:
                 self._container.mux(packet)
 
     def __exit__(self, kind, error, traceback) -> None:
+        committed = False
         try:
             if kind is None:
                 self._commit()
+                committed = True
         finally:
             try:
                 if self._container is not None:
@@ -421,6 +429,17 @@ class FrameWriter:
                     container.close()
             finally:
                 self._remove_tmp()
+                if not committed:
+                    self._remove_made_folders()
+
+    def _remove_made_folders(self) -> None:
+        # a failed run leaves the disk as it found it: the parent folders made for the output go too, if still empty
+        for folder in self._made_folders:
+            try:
+                folder.rmdir()
+            except OSError:
+                break  # not empty (something else wrote there) or not ours to remove: keep it and its parents
+        self._made_folders = []
 
     def _remove_tmp(self) -> None:
         if self._tmp is not None:

@@ -314,3 +314,26 @@ def test_frame_writer_that_fails_midway_leaves_the_old_output_and_no_temporary(t
     assert len(read_video(out)) == 2 and sorted(os.listdir(tmp_path)) == [name]
     with pytest.raises(FileExistsError, match=name):
         FrameWriter(out)  # refused when made, before any frame is computed
+
+
+@pytest.mark.parametrize("name", ["clip.mp4", "frames"])
+def test_frame_writer_that_fails_removes_the_folders_it_made_and_keeps_the_rest(tmp_path, name):
+    frames = _frames(2, 16, 24)
+    (tmp_path / "kept").mkdir()
+    out = tmp_path / "kept" / "new" / "deeper" / name
+    with pytest.raises(RuntimeError, match="stopped"):
+        with FrameWriter(out) as writer:
+            writer.write(frames)
+            assert out.parent.is_dir()
+            raise RuntimeError("stopped")
+    assert sorted(os.listdir(tmp_path)) == ["kept"] and os.listdir(tmp_path / "kept") == []
+    # a folder something else wrote into while the writer ran stays, with its file and its parents
+    with pytest.raises(RuntimeError, match="stopped"):
+        with FrameWriter(out) as writer:
+            (out.parent.parent / "notes.txt").write_text("theirs")
+            raise RuntimeError("stopped")
+    assert sorted(os.listdir(tmp_path / "kept" / "new")) == ["notes.txt"]
+    # a run that succeeds keeps the folders it made
+    with FrameWriter(out) as writer:
+        writer.write(frames)
+    assert len(read_video(out)) == 2
