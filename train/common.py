@@ -508,6 +508,39 @@ def diffusion_draws(
     return noise, timesteps, keep
 
 
+def inference_start_draws(
+    rng: NoiseRNG,
+    alphas_cumprod: torch.Tensor,
+    x0: torch.Tensor,
+    noise: torch.Tensor,
+    timesteps: torch.Tensor,
+    fraction: float,
+    noise_scale: float,
+):
+    """Move a `fraction` of the samples to the start the sampler gives the model at inference.
+
+    The forward process at the last timestep still carries sqrt(alpha_{T-1}) x0 of the target (6.8 % on the
+    scaled-linear schedule), which no sampler has: it starts from `noise_scale` x noise (DDIM's
+    `init_noise_sigma` is 1). Each sample is picked with probability `fraction` (one draw per sample from `rng`,
+    after `diffusion_draws`' draws, so the others are unchanged), put at t = T - 1 and given that start as x_t. Its
+    noise is replaced by the noise implied by (x_t, x0), (x_t - sqrt(alpha) x0) / sqrt(1 - alpha), so that the
+    v-target sqrt(alpha) eps - sqrt(1 - alpha) x0 made from it is the v whose implied clean sample is x0: the loss
+    asks for the target from the start inference has. The rest keep the forward process.
+
+    Returns `(noisy, noise, timesteps)`, float32 where computed.
+    """
+    picked = torch.rand(x0.shape[0], generator=rng.generator, device=x0.device) < fraction
+    last = alphas_cumprod.shape[0] - 1
+    timesteps = torch.where(picked, torch.full_like(timesteps, last), timesteps)
+    view = (-1,) + (1,) * (x0.ndim - 1)
+    alpha = alphas_cumprod.to(x0.device)[timesteps].float().view(view)
+    signal, sigma = alpha.sqrt(), (1 - alpha).sqrt()
+    x0, noise = x0.float(), noise.float()
+    noisy = torch.where(picked.view(view), noise * noise_scale, signal * x0 + sigma * noise)
+    implied = (noisy - signal * x0) / sigma
+    return noisy, torch.where(picked.view(view), implied, noise), timesteps
+
+
 def clip_embed(encoder, frames: torch.Tensor, mean, std) -> torch.Tensor:
     """CLIP image embeddings (N, D) of frames (N, 3, H, W) in [0, 1]: resized to the encoder's size and normalised
     exactly as `VideoDeblurPipeline.encode_image` does, so stage 0 trains on the inputs the pipeline gives."""

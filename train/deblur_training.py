@@ -5,6 +5,8 @@ One optimiser step (DESIGN 1-2):
 1. encode the blurred and the sharp clip with the (frozen) VAE: `cond` and `sharp` latents (B, C, F, h, w);
 2. the diffusion target x0 is `sharp`, or `sharp - cond` with `--residual` (DESIGN 2.8);
 3. draw t uniform in [0, 1000), noise, and a per-sample keep mask (0 with probability `--condition_dropout`);
+   with `--inference_start_fraction`, that fraction of the samples gets the sampler's start at t = 999 instead
+   (noise x the pipeline's `noise_scale`, no trace of the target; `common.inference_start_draws`);
 4. the UNet sees [x_t, cond] on the channel axis and the two image tokens of the blurred centre frame
    (`image_encoder`, `blur_encoder`), zeroed where the mask drops them;
 5. L = MSE(v_pred, v) + lambda * L_coherence(x0_pred, x0) (Eq. 3-5), in latents (or in pixels with
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 from pathlib import Path
 
 import common
@@ -63,8 +66,33 @@ def add_deblur_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
             "input pipeline's"
         ),
     )
+    group.add_argument(
+        "--inference_start_fraction",
+        type=float,
+        default=0.0,
+        help=(
+            "fraction of the samples drawn at the sampler's first step as inference meets it: the last timestep, from "
+            "the pipeline's start (noise x --inference_start_noise_scale, with no trace of the target, which the "
+            "forward process leaves at t = T - 1 on a schedule without zero terminal SNR); the loss asks for the "
+            "target from there. 0 (default) draws every sample from the forward process"
+        ),
+    )
+    group.add_argument(
+        "--inference_start_noise_scale",
+        type=float,
+        default=None,
+        help="what those starts' noise is multiplied by (>= 0). Default: the input pipeline's `noise_scale`",
+    )
     group.add_argument("--validation_guidance_scale", type=float, default=2.0, help="CFG scale of the validation runs")
     return parser
+
+
+def check_deblur_args(args: argparse.Namespace) -> None:
+    if not 0.0 <= args.inference_start_fraction <= 1.0:
+        raise ValueError(f"--inference_start_fraction must be in [0, 1], got {args.inference_start_fraction}")
+    scale = args.inference_start_noise_scale
+    if scale is not None and not (math.isfinite(scale) and scale >= 0):
+        raise ValueError(f"--inference_start_noise_scale must be a finite number >= 0, got {scale}")
 
 
 def _scaling_factor(value: str) -> float | str:
@@ -188,6 +216,14 @@ def make_loss_fn(args, accelerator, pipe: VideoDeblurPipeline, model, noise_rng)
     num_train_timesteps = noise_scheduler.config.num_train_timesteps
     device = accelerator.device
     weights = timestep_weights(args, num_train_timesteps, device)
+    start_noise_scale = args.inference_start_noise_scale
+    if start_noise_scale is None:
+        start_noise_scale = pipe.default_noise_scale
+    if args.inference_start_fraction > 0:
+        logger.info(
+            f"{args.inference_start_fraction:.0%} of the samples start at t = {num_train_timesteps - 1} from noise x "
+            f"{start_noise_scale:g} (the sampler's start), the rest from the forward process"
+        )
 
     def compute_loss(batch: dict) -> dict[str, torch.Tensor]:
         blur = batch["blur"].to(device, non_blocking=True)  # (B, F, 3, H, W) in [0, 1]
@@ -200,6 +236,10 @@ def make_loss_fn(args, accelerator, pipe: VideoDeblurPipeline, model, noise_rng)
             noise_rng, tuple(x0.shape), num_train_timesteps, args.condition_dropout, device, weights
         )
         noisy = add_noise(alphas_cumprod, x0, noise, timesteps)
+        if args.inference_start_fraction > 0:
+            noisy, noise, timesteps = common.inference_start_draws(
+                noise_rng, alphas_cumprod, x0, noise, timesteps, args.inference_start_fraction, start_noise_scale
+            )
         centre = blur[:, (blur.shape[1] - 1) // 2]  # the pipeline embeds the centre frame of each window
         prediction = model(noisy, cond, timesteps, centre, keep)
         if args.coherence_space == "latent":

@@ -42,6 +42,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     common.add_common_args(parser, learning_rate=5e-5)
     args = parser.parse_args(argv)
     common.check_common_args(args)
+    deblur_training.check_deblur_args(args)
     if args.lora_rank < 0:
         raise ValueError(f"--lora_rank must be 0 (full fine-tune) or positive, got {args.lora_rank}")
     return args

@@ -88,6 +88,9 @@ STAGE2_STEPS=${STAGE2_STEPS:-2000}  # the shipped model: stopped at 1800 (STAGE2
 # noisiest timesteps, where the model has to deblur rather than denoise (the card's timestep table). A continued
 # run uses 'later' x 4 (57 % of the draws at t >= 750), as version 0.4 was trained; a run from scratch draws
 # uniformly, as versions <= 0.2 were.
+# STAGE2_START_FRACTION=P: stage 2 draws a fraction P of its samples at t = 999 from the start the sampler gives the
+# model (noise x the model's noise_scale, with no trace of the target: train --inference_start_fraction), the rest
+# from the forward process; 0 (default) draws them all from the forward process, as every shipped version did.
 # STAGE2_MINUTES=M: stage 2 fits its steps and cosine to M minutes of its loop (--max_train_minutes), for a session
 # or job with a fixed end; STAGE2_STEPS stays the cap.
 CHECKPOINT_EVERY=${CHECKPOINT_EVERY:-100}
@@ -174,6 +177,7 @@ if [ "${CONTINUE:-0}" = "1" ]; then
     [ "$STAGE2_LR" = 1e-4 ] || OUT=${OUT}_lr$STAGE2_LR
     [ "$STAGE2_TIMESTEP_BIAS $STAGE2_TIMESTEP_BIAS_MULTIPLIER" = "later 4" ] ||
         OUT=${OUT}_bias${STAGE2_TIMESTEP_BIAS}x$STAGE2_TIMESTEP_BIAS_MULTIPLIER
+    [ "${STAGE2_START_FRACTION:-0}" = 0 ] || OUT=${OUT}_start$STAGE2_START_FRACTION
 else
     echo "== stage 0: pretrain a small T2V stand-in on sharp clips"
     # $WORK/t2v is not named after its sizes, and the later stages build on whatever it holds: one begun (or
@@ -240,6 +244,7 @@ if ! done_pipeline "$OUT"; then
         --pretrained_model_name_or_path "$START" --residual --use_ema --ema_decay 0.999 \
         --max_train_steps "$STAGE2_STEPS" --learning_rate "$STAGE2_LR" --lr_scheduler cosine --lr_warmup_steps 50 \
         --timestep_bias_strategy "$STAGE2_TIMESTEP_BIAS" --timestep_bias_multiplier "$STAGE2_TIMESTEP_BIAS_MULTIPLIER" \
+        --inference_start_fraction "${STAGE2_START_FRACTION:-0}" \
         ${STAGE2_MINUTES:+--max_train_minutes "$STAGE2_MINUTES"}
 fi
 
