@@ -88,7 +88,10 @@ def test_defaults_draw_everything_from_the_forward_process():
     [
         (["--inference_start_fraction", "1.5"], "--inference_start_fraction must be in [0, 1], got 1.5"),
         (["--inference_start_fraction", "nan"], "--inference_start_fraction must be in [0, 1], got nan"),
-        (["--inference_start_noise_scale", "-1"], "--inference_start_noise_scale must be a finite number >= 0, got -1"),
+        (
+            ["--inference_start_noise_scale", "-1"],
+            "--inference_start_noise_scale must be a finite number >= 0, got -1",
+        ),
     ],
 )
 def test_bad_values_are_refused(flags, message):
