@@ -512,12 +512,14 @@ def inference_start_draws(
     rng: NoiseRNG,
     alphas_cumprod: torch.Tensor,
     x0: torch.Tensor,
+    noisy: torch.Tensor,
     noise: torch.Tensor,
     timesteps: torch.Tensor,
     fraction: float,
     noise_scale: float,
 ):
-    """Move a `fraction` of the samples to the start the sampler gives the model at inference.
+    """Move a `fraction` of the samples from the forward process (`noisy`, made from `noise` at `timesteps`) to the
+    start the sampler gives the model at inference.
 
     The forward process at the last timestep still carries sqrt(alpha_{T-1}) x0 of the target (6.8 % on the
     scaled-linear schedule), which no sampler has: it starts from `noise_scale` x noise (DDIM's
@@ -525,7 +527,7 @@ def inference_start_draws(
     after `diffusion_draws`' draws, so the others are unchanged), put at t = T - 1 and given that start as x_t. Its
     noise is replaced by the noise implied by (x_t, x0), (x_t - sqrt(alpha) x0) / sqrt(1 - alpha), so that the
     v-target sqrt(alpha) eps - sqrt(1 - alpha) x0 made from it is the v whose implied clean sample is x0: the loss
-    asks for the target from the start inference has. The rest keep the forward process.
+    asks for the target from the start inference has. The rest keep their draws as they are.
 
     Returns `(noisy, noise, timesteps)`, float32 where computed.
     """
@@ -533,12 +535,10 @@ def inference_start_draws(
     last = alphas_cumprod.shape[0] - 1
     timesteps = torch.where(picked, torch.full_like(timesteps, last), timesteps)
     view = (-1,) + (1,) * (x0.ndim - 1)
-    alpha = alphas_cumprod.to(x0.device)[timesteps].float().view(view)
-    signal, sigma = alpha.sqrt(), (1 - alpha).sqrt()
-    x0, noise = x0.float(), noise.float()
-    noisy = torch.where(picked.view(view), noise * noise_scale, signal * x0 + sigma * noise)
-    implied = (noisy - signal * x0) / sigma
-    return noisy, torch.where(picked.view(view), implied, noise), timesteps
+    alpha = alphas_cumprod.to(x0.device)[last].float()
+    noisy = torch.where(picked.view(view), noise.float() * noise_scale, noisy.float())
+    implied = (noisy - alpha.sqrt() * x0.float()) / (1 - alpha).sqrt()
+    return noisy, torch.where(picked.view(view), implied, noise.float()), timesteps
 
 
 def clip_embed(encoder, frames: torch.Tensor, mean, std) -> torch.Tensor:

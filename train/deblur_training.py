@@ -238,7 +238,14 @@ def make_loss_fn(args, accelerator, pipe: VideoDeblurPipeline, model, noise_rng)
         noisy = add_noise(alphas_cumprod, x0, noise, timesteps)
         if args.inference_start_fraction > 0:
             noisy, noise, timesteps = common.inference_start_draws(
-                noise_rng, alphas_cumprod, x0, noise, timesteps, args.inference_start_fraction, start_noise_scale
+                noise_rng,
+                alphas_cumprod,
+                x0,
+                noisy,
+                noise,
+                timesteps,
+                args.inference_start_fraction,
+                start_noise_scale,
             )
         centre = blur[:, (blur.shape[1] - 1) // 2]  # the pipeline embeds the centre frame of each window
         prediction = model(noisy, cond, timesteps, centre, keep)

@@ -32,7 +32,7 @@ def draws(batch: int, fraction: float, noise_scale: float, step: int = 0):
     noise, timesteps, _ = common.diffusion_draws(rng, tuple(x0.shape), 1000, 0.1, "cpu")
     forward = add_noise(alphas, x0, noise, timesteps)
     noisy, new_noise, new_timesteps = common.inference_start_draws(
-        rng, alphas, x0, noise, timesteps, fraction, noise_scale
+        rng, alphas, x0, forward, noise, timesteps, fraction, noise_scale
     )
     return alphas, x0, (noise, timesteps, forward), (noisy, new_noise, new_timesteps)
 
