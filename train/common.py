@@ -541,6 +541,60 @@ def inference_start_draws(
     return noisy, torch.where(picked.view(view), implied, noise.float()), timesteps
 
 
+def sampler_trajectory_draws(
+    rng: NoiseRNG,
+    alphas_cumprod: torch.Tensor,
+    x0: torch.Tensor,
+    noisy: torch.Tensor,
+    noise: torch.Tensor,
+    timesteps: torch.Tensor,
+    probability: float,
+    trajectory: torch.Tensor,
+    start_estimate,
+    noise_scale: float,
+):
+    """Move samples to the points of the sampler's deterministic path that follow its first step.
+
+    From a start without noise (`noise_scale` 0), DDIM with eta 0 hands the model almost noise-free latents after
+    its first step: x_t = sqrt(alpha_t) x0_hat + sqrt(1 - alpha_t) eps_hat, with x0_hat the first step's estimate
+    and eps_hat the noise implied by (start, x0_hat), a scaled copy of x0_hat (0.9 % of it at t = 979). The forward
+    process never gives such an input (its noise has std sqrt(1 - alpha_t)), so without these draws the later steps
+    are trained on something they never see.
+
+    Each sample not already at the last timestep is picked with `probability` (one draw per sample from `rng`, and
+    one index into `trajectory` per sample, so the draws do not depend on what is picked). For the picked ones,
+    `start_estimate(start, rows)` returns the model's x0 estimate (no gradient) at t = T - 1 from the sampler's start
+    (`noise_scale` x their noise); x_t is that DDIM step to a timestep of `trajectory` (the sampler's later
+    timesteps), and the noise is the one implied by (x_t, x0), so the v-target asks for the target from there. The
+    rest keep their draws.
+
+    Returns `(noisy, noise, timesteps)`, float32 where computed.
+    """
+    generator = rng.generator
+    device = x0.device
+    draw = torch.rand(x0.shape[0], generator=generator, device=device)
+    index = torch.randint(0, trajectory.shape[0], (x0.shape[0],), generator=generator, device=device)
+    last = alphas_cumprod.shape[0] - 1
+    picked = (timesteps != last) & (draw < probability)
+    noisy, noise = noisy.float(), noise.float()
+    if not bool(picked.any()):
+        return noisy, noise, timesteps
+    rows = picked.nonzero().flatten()
+    alphas = alphas_cumprod.to(device).float()
+    start = noise[rows] * noise_scale
+    estimate = start_estimate(start, rows).float()
+    alpha_last = alphas[last]
+    start_eps = (start - alpha_last.sqrt() * estimate) / (1 - alpha_last).sqrt()
+    new_t = trajectory.to(device)[index[rows]].long()
+    view = (-1,) + (1,) * (x0.ndim - 1)
+    alpha = alphas[new_t].view(view)
+    x_t = alpha.sqrt() * estimate + (1 - alpha).sqrt() * start_eps
+    implied = (x_t - alpha.sqrt() * x0[rows].float()) / (1 - alpha).sqrt()
+    noisy, noise, timesteps = noisy.clone(), noise.clone(), timesteps.clone()
+    noisy[rows], noise[rows], timesteps[rows] = x_t, implied, new_t.to(timesteps.dtype)
+    return noisy, noise, timesteps
+
+
 def clip_embed(encoder, frames: torch.Tensor, mean, std) -> torch.Tensor:
     """CLIP image embeddings (N, D) of frames (N, 3, H, W) in [0, 1]: resized to the encoder's size and normalised
     exactly as `VideoDeblurPipeline.encode_image` does, so stage 0 trains on the inputs the pipeline gives."""

@@ -6,7 +6,9 @@ One optimiser step (DESIGN 1-2):
 2. the diffusion target x0 is `sharp`, or `sharp - cond` with `--residual` (DESIGN 2.8);
 3. draw t uniform in [0, 1000), noise, and a per-sample keep mask (0 with probability `--condition_dropout`);
    with `--inference_start_fraction`, that fraction of the samples gets the sampler's start at t = 999 instead
-   (noise x the pipeline's `noise_scale`, no trace of the target; `common.inference_start_draws`);
+   (noise x the pipeline's `noise_scale`, no trace of the target; `common.inference_start_draws`), and with
+   `--sampler_trajectory_fraction` a fraction gets the point of the sampler's path after its first step that the
+   model's own estimate leads to (`common.sampler_trajectory_draws`);
 4. the UNet sees [x_t, cond] on the channel axis and the two image tokens of the blurred centre frame
    (`image_encoder`, `blur_encoder`), zeroed where the mask drops them;
 5. L = MSE(v_pred, v) + lambda * L_coherence(x0_pred, x0) (Eq. 3-5), in latents (or in pixels with
@@ -83,6 +85,24 @@ def add_deblur_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         default=None,
         help="what those starts' noise is multiplied by (>= 0). Default: the input pipeline's `noise_scale`",
     )
+    group.add_argument(
+        "--sampler_trajectory_fraction",
+        type=float,
+        default=0.0,
+        help=(
+            "fraction of the samples drawn on the sampler's own path after its first step: the model's estimate "
+            "from the start (one extra forward pass without gradient for those samples) is stepped by DDIM to a "
+            "later timestep of a --sampler_trajectory_steps schedule, the input the later steps of a run from a "
+            "noise-free start get; the loss asks for the target from there. Taken from the samples that "
+            "--inference_start_fraction leaves (the two add up to at most 1). 0 (default): none"
+        ),
+    )
+    group.add_argument(
+        "--sampler_trajectory_steps",
+        type=int,
+        default=50,
+        help="the number of sampler steps whose timesteps (after the first) those draws use (default: 50)",
+    )
     group.add_argument("--validation_guidance_scale", type=float, default=2.0, help="CFG scale of the validation runs")
     return parser
 
@@ -90,6 +110,14 @@ def add_deblur_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 def check_deblur_args(args: argparse.Namespace) -> None:
     if not 0.0 <= args.inference_start_fraction <= 1.0:
         raise ValueError(f"--inference_start_fraction must be in [0, 1], got {args.inference_start_fraction}")
+    trajectory = args.sampler_trajectory_fraction
+    if not 0.0 <= trajectory <= 1.0 - args.inference_start_fraction + 1e-9:
+        raise ValueError(
+            f"--sampler_trajectory_fraction must be in [0, 1 - --inference_start_fraction] = "
+            f"[0, {1.0 - args.inference_start_fraction:g}], got {trajectory}"
+        )
+    if args.sampler_trajectory_steps < 2:
+        raise ValueError(f"--sampler_trajectory_steps must be at least 2, got {args.sampler_trajectory_steps}")
     scale = args.inference_start_noise_scale
     if scale is not None and not (math.isfinite(scale) and scale >= 0):
         raise ValueError(f"--inference_start_noise_scale must be a finite number >= 0, got {scale}")
@@ -225,6 +253,21 @@ def make_loss_fn(args, accelerator, pipe: VideoDeblurPipeline, model, noise_rng)
             f"{start_noise_scale:g} (the sampler's start), the rest from the forward process"
         )
 
+    trajectory = None
+    if args.sampler_trajectory_fraction > 0:
+        from diffusers import DDIMScheduler
+
+        sampler = DDIMScheduler.from_config(pipe.scheduler.config)
+        sampler.set_timesteps(args.sampler_trajectory_steps)
+        trajectory = sampler.timesteps[1:].to(device)
+        trajectory_probability = min(
+            1.0, args.sampler_trajectory_fraction / max(1e-9, 1 - args.inference_start_fraction)
+        )
+        logger.info(
+            f"{args.sampler_trajectory_fraction:.0%} of the samples are drawn on the {args.sampler_trajectory_steps}-step "
+            f"sampler's path after its first step (t = {int(trajectory[0])} .. {int(trajectory[-1])})"
+        )
+
     def compute_loss(batch: dict) -> dict[str, torch.Tensor]:
         blur = batch["blur"].to(device, non_blocking=True)  # (B, F, 3, H, W) in [0, 1]
         sharp = batch["sharp"].to(device, non_blocking=True)
@@ -248,6 +291,26 @@ def make_loss_fn(args, accelerator, pipe: VideoDeblurPipeline, model, noise_rng)
                 start_noise_scale,
             )
         centre = blur[:, (blur.shape[1] - 1) // 2]  # the pipeline embeds the centre frame of each window
+        if trajectory is not None:
+
+            @torch.no_grad()
+            def start_estimate(start: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+                t = torch.full((rows.shape[0],), num_train_timesteps - 1, device=device, dtype=timesteps.dtype)
+                v = model(start, cond[rows], t, centre[rows], torch.ones(rows.shape[0], device=device)).float()
+                return x0_from_v(alphas_cumprod, start, v, t)
+
+            noisy, noise, timesteps = common.sampler_trajectory_draws(
+                noise_rng,
+                alphas_cumprod,
+                x0,
+                noisy,
+                noise,
+                timesteps,
+                trajectory_probability,
+                trajectory,
+                start_estimate,
+                start_noise_scale,
+            )
         prediction = model(noisy, cond, timesteps, centre, keep)
         if args.coherence_space == "latent":
             return deblur_loss(alphas_cumprod, prediction, noisy, x0, noise, timesteps, args.coherence_weight)

@@ -90,7 +90,10 @@ STAGE2_STEPS=${STAGE2_STEPS:-2000}  # the shipped model: stopped at 1800 (STAGE2
 # uniformly, as versions <= 0.2 were.
 # STAGE2_START_FRACTION=P: stage 2 draws a fraction P of its samples at t = 999 from the start the sampler gives the
 # model (noise x the model's noise_scale, with no trace of the target: train --inference_start_fraction), the rest
-# from the forward process; 0 (default) draws them all from the forward process, as every shipped version did.
+# from the forward process; 0 (default) draws them all from the forward process, as versions <= 0.21 did.
+# STAGE2_TRAJECTORY_FRACTION=Q: a further fraction Q of the samples is drawn on the 50-step sampler's own path
+# after its first step (the model's estimate from the start, stepped by DDIM to a later timestep: train
+# --sampler_trajectory_fraction); 0 (default): none.
 # STAGE2_MINUTES=M: stage 2 fits its steps and cosine to M minutes of its loop (--max_train_minutes), for a session
 # or job with a fixed end; STAGE2_STEPS stays the cap.
 CHECKPOINT_EVERY=${CHECKPOINT_EVERY:-100}
@@ -178,6 +181,7 @@ if [ "${CONTINUE:-0}" = "1" ]; then
     [ "$STAGE2_TIMESTEP_BIAS $STAGE2_TIMESTEP_BIAS_MULTIPLIER" = "later 4" ] ||
         OUT=${OUT}_bias${STAGE2_TIMESTEP_BIAS}x$STAGE2_TIMESTEP_BIAS_MULTIPLIER
     [ "${STAGE2_START_FRACTION:-0}" = 0 ] || OUT=${OUT}_start$STAGE2_START_FRACTION
+    [ "${STAGE2_TRAJECTORY_FRACTION:-0}" = 0 ] || OUT=${OUT}_traj$STAGE2_TRAJECTORY_FRACTION
 else
     echo "== stage 0: pretrain a small T2V stand-in on sharp clips"
     # $WORK/t2v is not named after its sizes, and the later stages build on whatever it holds: one begun (or
@@ -245,6 +249,7 @@ if ! done_pipeline "$OUT"; then
         --max_train_steps "$STAGE2_STEPS" --learning_rate "$STAGE2_LR" --lr_scheduler cosine --lr_warmup_steps 50 \
         --timestep_bias_strategy "$STAGE2_TIMESTEP_BIAS" --timestep_bias_multiplier "$STAGE2_TIMESTEP_BIAS_MULTIPLIER" \
         --inference_start_fraction "${STAGE2_START_FRACTION:-0}" \
+        --sampler_trajectory_fraction "${STAGE2_TRAJECTORY_FRACTION:-0}" \
         ${STAGE2_MINUTES:+--max_train_minutes "$STAGE2_MINUTES"}
 fi
 

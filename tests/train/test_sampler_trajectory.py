@@ -1,0 +1,157 @@
+"""--sampler_trajectory_fraction: samples drawn on the sampler's own path after its first step (train/common.py,
+train/deblur_training.py)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import pytest
+import torch
+from diffusers import DDIMScheduler
+from train_helpers import TRAIN
+
+from pipeline_video_deblur.losses import add_noise, v_target, x0_from_v
+
+sys.path.insert(0, str(TRAIN))
+import common  # noqa: E402
+import deblur_training  # noqa: E402
+
+
+def sampler() -> DDIMScheduler:
+    # The shipped model's sampler: scaled-linear betas, trailing spacing, v-prediction.
+    return DDIMScheduler(
+        beta_schedule="scaled_linear",
+        beta_start=0.00085,
+        beta_end=0.012,
+        prediction_type="v_prediction",
+        timestep_spacing="trailing",
+        set_alpha_to_one=False,
+        clip_sample=False,
+    )
+
+
+def later_timesteps(steps: int = 50) -> torch.Tensor:
+    scheduler = sampler()
+    scheduler.set_timesteps(steps)
+    return scheduler.timesteps[1:]
+
+
+class Estimates:
+    """A stand-in for the model's first step: returns `x0 + offset` for the rows asked, and records the calls."""
+
+    def __init__(self, x0: torch.Tensor, offset: float = 0.3):
+        self.x0, self.offset, self.calls = x0, offset, []
+
+    def __call__(self, start: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        self.calls.append((start.clone(), rows.clone()))
+        return self.x0[rows] + self.offset
+
+
+def draws(batch, probability, noise_scale=0.0, step=0, trajectory=None, start_fraction=0.0):
+    alphas = sampler().alphas_cumprod
+    rng = common.NoiseRNG(torch.device("cpu"), seed=0)
+    rng.reseed(step)
+    x0 = torch.randn(batch, 4, 3, 5, 5, generator=torch.Generator().manual_seed(step))
+    noise, timesteps, _ = common.diffusion_draws(rng, tuple(x0.shape), 1000, 0.1, "cpu")
+    forward = add_noise(alphas, x0, noise, timesteps)
+    if start_fraction:
+        forward, noise, timesteps = common.inference_start_draws(
+            rng, alphas, x0, forward, noise, timesteps, start_fraction, noise_scale
+        )
+    estimates = Estimates(x0)
+    trajectory = later_timesteps() if trajectory is None else trajectory
+    out = common.sampler_trajectory_draws(
+        rng, alphas, x0, forward, noise, timesteps, probability, trajectory, estimates, noise_scale
+    )
+    return alphas, x0, estimates, (forward, noise, timesteps), out
+
+
+@pytest.mark.parametrize("noise_scale", [0.0, 1.0])
+def test_picked_samples_get_the_ddim_step_from_the_models_estimate_and_a_target_that_recovers_x0(noise_scale):
+    trajectory = torch.tensor([979])  # the second timestep of the 50-step trailing schedule
+    alphas, x0, estimates, (_, noise, _), (noisy, new_noise, timesteps) = draws(
+        6, 1.0, noise_scale, trajectory=trajectory
+    )
+    assert torch.equal(timesteps, torch.full((6,), 979))
+    ((start, rows),) = estimates.calls  # one batched call for all the picked samples
+    assert torch.equal(rows, torch.arange(6)) and torch.equal(start, noise * noise_scale)
+    # x_t is what the real DDIM sampler (eta 0) makes from that start when the model's estimate is x0 + 0.3.
+    scheduler = sampler()
+    scheduler.set_timesteps(50)
+    t_start = torch.full((6,), 999)
+    v_estimate = v_target(
+        alphas, x0 + 0.3, (start - alphas[999].sqrt() * (x0 + 0.3)) / (1 - alphas[999]).sqrt(), t_start
+    )
+    assert torch.allclose(x0_from_v(alphas, start, v_estimate, t_start), x0 + 0.3, atol=1e-5)
+    expected = scheduler.step(v_estimate, 999, start, eta=0.0).prev_sample
+    assert torch.allclose(noisy, expected, atol=1e-5)
+    if noise_scale == 0.0:
+        # From a noise-free start the input is a small scaled copy of the estimate (about 0.9 % at t = 979).
+        ratio = noisy / (x0 + 0.3)
+        assert torch.allclose(ratio, ratio.flatten()[0].expand_as(ratio), atol=1e-4)
+        assert 0.005 < float(ratio.flatten()[0]) < 0.015
+    # The v-target made from the implied noise is the v whose clean sample from that x_t is the target itself.
+    target = v_target(alphas, x0, new_noise, timesteps)
+    assert torch.allclose(x0_from_v(alphas, noisy, target, timesteps), x0, atol=1e-4)
+
+
+def test_only_samples_left_by_the_start_draws_are_picked_and_the_rest_keep_their_draws():
+    steps = later_timesteps()
+    shares = []
+    for step in range(20):
+        _, _, estimates, (forward, noise, timesteps), (noisy, new_noise, new_timesteps) = draws(
+            32, 0.5, step=step, start_fraction=0.5
+        )
+        at_start = timesteps == 999
+        picked = torch.zeros(32, dtype=torch.bool)
+        for _, rows in estimates.calls:
+            picked[rows] = True
+        assert not torch.any(picked & at_start)
+        assert torch.all(torch.isin(new_timesteps[picked], steps))
+        kept = ~picked
+        assert torch.equal(noisy[kept], forward[kept]) and torch.equal(new_noise[kept], noise[kept])
+        assert torch.equal(new_timesteps[kept], timesteps[kept])
+        shares.append(float(picked.float().mean()))
+    assert abs(sum(shares) / len(shares) - 0.25) < 0.06  # 0.5 of the half the start draws left
+    # Seeded: the same step draws the same samples and timesteps.
+    assert torch.equal(draws(32, 0.5, step=3)[4][2], draws(32, 0.5, step=3)[4][2])
+
+
+def test_nothing_picked_means_no_model_call_and_unchanged_draws():
+    _, _, estimates, (forward, noise, timesteps), (noisy, new_noise, new_timesteps) = draws(8, 0.0)
+    assert estimates.calls == []
+    assert torch.equal(noisy, forward) and torch.equal(new_noise, noise) and torch.equal(new_timesteps, timesteps)
+
+
+def parse(*flags: str) -> argparse.Namespace:
+    parser = deblur_training.add_deblur_args(argparse.ArgumentParser())
+    args = parser.parse_args(["--pretrained_model_name_or_path", "p", *flags])
+    deblur_training.check_deblur_args(args)
+    return args
+
+
+def test_defaults_draw_no_trajectory_samples():
+    args = parse()
+    assert args.sampler_trajectory_fraction == 0.0 and args.sampler_trajectory_steps == 50
+    assert (
+        parse("--inference_start_fraction", "0.5", "--sampler_trajectory_fraction", "0.5").sampler_trajectory_fraction
+        == 0.5
+    )
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--sampler_trajectory_fraction", "-0.1"], "--sampler_trajectory_fraction must be in [0, 1 - "),
+        (
+            ["--inference_start_fraction", "0.75", "--sampler_trajectory_fraction", "0.5"],
+            "--sampler_trajectory_fraction must be in [0, 1 - --inference_start_fraction] = [0, 0.25], got 0.5",
+        ),
+        (["--sampler_trajectory_steps", "1"], "--sampler_trajectory_steps must be at least 2, got 1"),
+    ],
+)
+def test_bad_values_are_refused(flags, message):
+    with pytest.raises(ValueError) as error:
+        parse(*flags)
+    assert message in str(error.value)
