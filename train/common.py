@@ -553,7 +553,7 @@ def sampler_trajectory_draws(
     start_estimate,
     noise_scale: float,
 ):
-    """Move samples to the points of the sampler's deterministic path that follow its first step.
+    """Move samples to where the sampler's later steps are, from its first step's estimate.
 
     From a start without noise (`noise_scale` 0), DDIM with eta 0 hands the model almost noise-free latents after
     its first step: x_t = sqrt(alpha_t) x0_hat + sqrt(1 - alpha_t) eps_hat, with x0_hat the first step's estimate
@@ -566,7 +566,8 @@ def sampler_trajectory_draws(
     `start_estimate(start, rows)` returns the model's x0 estimate (no gradient) at t = T - 1 from the sampler's start
     (`noise_scale` x their noise); x_t is that DDIM step to a timestep of `trajectory` (the sampler's later
     timesteps), and the noise is the one implied by (x_t, x0), so the v-target asks for the target from there. The
-    rest keep their draws.
+    rest keep their draws. At the sampler's second timestep this is exactly its input; at later ones the sampler's
+    input is built from its later estimates, which the first one stands in for.
 
     Returns `(noisy, noise, timesteps)`, float32 where computed.
     """

@@ -7,8 +7,8 @@ One optimiser step (DESIGN 1-2):
 3. draw t uniform in [0, 1000), noise, and a per-sample keep mask (0 with probability `--condition_dropout`);
    with `--inference_start_fraction`, that fraction of the samples gets the sampler's start at t = 999 instead
    (noise x the pipeline's `noise_scale`, no trace of the target; `common.inference_start_draws`), and with
-   `--sampler_trajectory_fraction` a fraction gets the point of the sampler's path after its first step that the
-   model's own estimate leads to (`common.sampler_trajectory_draws`);
+   `--sampler_trajectory_fraction` a fraction gets the model's own first estimate from that start, stepped by DDIM
+   straight to a later timestep of the sampler's schedule (`common.sampler_trajectory_draws`);
 4. the UNet sees [x_t, cond] on the channel axis and the two image tokens of the blurred centre frame
    (`image_encoder`, `blur_encoder`), zeroed where the mask drops them;
 5. L = MSE(v_pred, v) + lambda * L_coherence(x0_pred, x0) (Eq. 3-5), in latents (or in pixels with
@@ -90,11 +90,13 @@ def add_deblur_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         type=float,
         default=0.0,
         help=(
-            "fraction of the samples drawn on the sampler's own path after its first step: the model's estimate "
-            "from the start (one extra forward pass without gradient for those samples) is stepped by DDIM to a "
-            "later timestep of a --sampler_trajectory_steps schedule, the input the later steps of a run from a "
-            "noise-free start get; the loss asks for the target from there. Taken from the samples that "
-            "--inference_start_fraction leaves (the two add up to at most 1). 0 (default): none"
+            "fraction of the samples drawn where the sampler's later steps are: the model's first estimate from "
+            "the start (one extra forward pass in eval mode, without gradient and without guidance, for those "
+            "samples only) stepped by DDIM straight to a later timestep of a --sampler_trajectory_steps schedule, "
+            "the noise-free input the later steps of a run from a noise-free start get (exact at its second step); "
+            "the loss asks for the target from there. Taken from the samples that --inference_start_fraction "
+            "leaves (the two add up to at most 1). Not with FSDP or DeepSpeed ZeRO-3 on several processes (the "
+            "extra pass runs only where a sample was picked). 0 (default): none"
         ),
     )
     group.add_argument(
@@ -260,9 +262,8 @@ def make_loss_fn(args, accelerator, pipe: VideoDeblurPipeline, model, noise_rng)
         sampler = DDIMScheduler.from_config(pipe.scheduler.config)
         sampler.set_timesteps(args.sampler_trajectory_steps)
         trajectory = sampler.timesteps[1:].to(device)
-        trajectory_probability = min(
-            1.0, args.sampler_trajectory_fraction / max(1e-9, 1 - args.inference_start_fraction)
-        )
+        trajectory_probability = trajectory_pick_probability(args)
+        refuse_sharded_trajectory_draws(accelerator)
         logger.info(
             f"{args.sampler_trajectory_fraction:.0%} of the samples are drawn on the {args.sampler_trajectory_steps}-step "
             f"sampler's path after its first step (t = {int(trajectory[0])} .. {int(trajectory[-1])})"
@@ -292,13 +293,7 @@ def make_loss_fn(args, accelerator, pipe: VideoDeblurPipeline, model, noise_rng)
             )
         centre = blur[:, (blur.shape[1] - 1) // 2]  # the pipeline embeds the centre frame of each window
         if trajectory is not None:
-
-            @torch.no_grad()
-            def start_estimate(start: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-                t = torch.full((rows.shape[0],), num_train_timesteps - 1, device=device, dtype=timesteps.dtype)
-                v = model(start, cond[rows], t, centre[rows], torch.ones(rows.shape[0], device=device)).float()
-                return x0_from_v(alphas_cumprod, start, v, t)
-
+            start_estimate = first_estimate_fn(model, alphas_cumprod, cond, centre)
             noisy, noise, timesteps = common.sampler_trajectory_draws(
                 noise_rng,
                 alphas_cumprod,
@@ -324,6 +319,51 @@ def make_loss_fn(args, accelerator, pipe: VideoDeblurPipeline, model, noise_rng)
         return losses
 
     return compute_loss
+
+
+def trajectory_pick_probability(args: argparse.Namespace) -> float:
+    """The chance that `sampler_trajectory_draws` picks a sample the start draws left: Q / (1 - P), so that a
+    fraction Q of all the samples is picked."""
+    left = 1.0 - args.inference_start_fraction
+    return 0.0 if left <= 0 else min(1.0, args.sampler_trajectory_fraction / left)
+
+
+def refuse_sharded_trajectory_draws(accelerator) -> None:
+    """The extra forward pass of the trajectory draws runs only on processes that picked a sample; sharded
+    parameters (FSDP, DeepSpeed ZeRO-3) gather them in every forward on every process, so it would hang there."""
+    from accelerate.utils import DistributedType
+
+    if accelerator.num_processes <= 1:
+        return
+    kind = accelerator.distributed_type
+    plugin = getattr(accelerator.state, "deepspeed_plugin", None)
+    if kind == DistributedType.FSDP or (kind == DistributedType.DEEPSPEED and getattr(plugin, "zero_stage", 0) == 3):
+        raise ValueError(
+            f"--sampler_trajectory_fraction is not supported with {kind} sharding of the parameters on "
+            f"{accelerator.num_processes} processes; use DDP or DeepSpeed ZeRO-1/2, or --sampler_trajectory_fraction 0"
+        )
+
+
+def first_estimate_fn(model, alphas_cumprod: torch.Tensor, cond: torch.Tensor, centre: torch.Tensor):
+    """`start_estimate(start, rows)` for `common.sampler_trajectory_draws`: the clean sample the model implies at
+    the last timestep from `start`, for the batch rows `rows`, conditioned (keep = 1; the sampler's guidance is not
+    reproduced: this is its estimate at CFG 1), without gradient and in eval mode (no dropout), as the sampler runs
+    it; the model's mode is restored after."""
+    last = alphas_cumprod.shape[0] - 1
+
+    @torch.no_grad()
+    def start_estimate(start: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        t = torch.full((rows.shape[0],), last, device=start.device, dtype=torch.long)
+        keep = torch.ones(rows.shape[0], device=start.device)
+        was_training = model.training
+        model.eval()
+        try:
+            v = model(start, cond[rows], t, centre[rows], keep).float()
+        finally:
+            model.train(was_training)
+        return x0_from_v(alphas_cumprod, start, v, t)
+
+    return start_estimate
 
 
 def decode_with_grad(pipe: VideoDeblurPipeline, latents: torch.Tensor) -> torch.Tensor:

@@ -114,14 +114,92 @@ def test_only_samples_left_by_the_start_draws_are_picked_and_the_rest_keep_their
         assert torch.equal(new_timesteps[kept], timesteps[kept])
         shares.append(float(picked.float().mean()))
     assert abs(sum(shares) / len(shares) - 0.25) < 0.06  # 0.5 of the half the start draws left
-    # Seeded: the same step draws the same samples and timesteps.
-    assert torch.equal(draws(32, 0.5, step=3)[4][2], draws(32, 0.5, step=3)[4][2])
+
+
+def test_the_random_stream_does_not_depend_on_what_is_picked():
+    # The draws after these (the next step's) must not shift with the picks: as many numbers are drawn either way.
+    states = []
+    for probability in (0.0, 1.0):
+        alphas = sampler().alphas_cumprod
+        rng = common.NoiseRNG(torch.device("cpu"), seed=0)
+        rng.reseed(5)
+        x0 = torch.randn(8, 4, 3, 5, 5)
+        noise, timesteps, _ = common.diffusion_draws(rng, tuple(x0.shape), 1000, 0.1, "cpu")
+        forward = add_noise(alphas, x0, noise, timesteps)
+        common.sampler_trajectory_draws(
+            rng, alphas, x0, forward, noise, timesteps, probability, later_timesteps(), Estimates(x0), 0.0
+        )
+        states.append(rng.generator.get_state())
+    assert torch.equal(states[0], states[1])
 
 
 def test_nothing_picked_means_no_model_call_and_unchanged_draws():
     _, _, estimates, (forward, noise, timesteps), (noisy, new_noise, new_timesteps) = draws(8, 0.0)
     assert estimates.calls == []
     assert torch.equal(noisy, forward) and torch.equal(new_noise, noise) and torch.equal(new_timesteps, timesteps)
+
+
+class RecordingModel(torch.nn.Module):
+    """A real module with dropout standing in for `DeblurModel`: records each call's inputs and training mode, and
+    returns v = 2 x noisy."""
+
+    def __init__(self):
+        super().__init__()
+        self.dropout = torch.nn.Dropout(0.5)
+        self.calls = []
+
+    def forward(self, noisy, cond, timesteps, centre, keep):
+        self.calls.append(
+            dict(noisy=noisy, cond=cond, timesteps=timesteps, centre=centre, keep=keep, training=self.training)
+        )
+        return self.dropout(noisy * 2)
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_the_first_estimate_is_the_conditional_eval_mode_clean_sample_at_the_last_timestep(training):
+    alphas = sampler().alphas_cumprod
+    model = RecordingModel().train(training)
+    cond, centre = torch.randn(4, 2, 3, 5, 5), torch.randn(4, 3, 8, 8)
+    start = torch.randn(2, 2, 3, 5, 5)
+    rows = torch.tensor([1, 3])
+    with torch.enable_grad():
+        estimate = deblur_training.first_estimate_fn(model, alphas, cond, centre)(start, rows)
+    (call,) = model.calls
+    assert call["training"] is False and model.training is training  # eval for the pass, the mode restored after
+    assert torch.equal(call["timesteps"], torch.full((2,), 999)) and torch.equal(call["keep"], torch.ones(2))
+    assert torch.equal(call["cond"], cond[rows]) and torch.equal(call["centre"], centre[rows])
+    assert not estimate.requires_grad
+    t = torch.full((2,), 999)
+    assert torch.allclose(estimate, x0_from_v(alphas, start, start * 2, t))  # no dropout in the estimate
+
+
+@pytest.mark.parametrize(
+    "start_fraction, fraction, probability", [(0.5, 0.25, 0.5), (0.0, 0.3, 0.3), (0.5, 0.5, 1.0), (1.0, 0.0, 0.0)]
+)
+def test_the_fraction_of_all_samples_becomes_a_pick_probability_among_those_left(
+    start_fraction, fraction, probability
+):
+    args = parse("--inference_start_fraction", str(start_fraction), "--sampler_trajectory_fraction", str(fraction))
+    assert deblur_training.trajectory_pick_probability(args) == pytest.approx(probability)
+
+
+def test_sharded_parameters_on_several_processes_are_refused():
+    from types import SimpleNamespace
+
+    from accelerate.utils import DistributedType
+
+    def accelerator(kind, processes, zero_stage=None):
+        plugin = SimpleNamespace(zero_stage=zero_stage) if zero_stage else None
+        return SimpleNamespace(
+            num_processes=processes, distributed_type=kind, state=SimpleNamespace(deepspeed_plugin=plugin)
+        )
+
+    deblur_training.refuse_sharded_trajectory_draws(accelerator(DistributedType.FSDP, 1))
+    deblur_training.refuse_sharded_trajectory_draws(accelerator(DistributedType.MULTI_GPU, 4))
+    deblur_training.refuse_sharded_trajectory_draws(accelerator(DistributedType.DEEPSPEED, 4, zero_stage=2))
+    for kind, stage in ((DistributedType.FSDP, None), (DistributedType.DEEPSPEED, 3)):
+        with pytest.raises(ValueError, match="--sampler_trajectory_fraction is not supported with .* on 4 processes"):
+            deblur_training.refuse_sharded_trajectory_draws(accelerator(kind, 4, zero_stage=stage))
 
 
 def parse(*flags: str) -> argparse.Namespace:
