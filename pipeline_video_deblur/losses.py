@@ -8,6 +8,7 @@ With alpha_t the cumulative product of the scheduler's alphas, a clean sample x0
     x_t = sqrt(alpha_t) x0 + sqrt(1 - alpha_t) eps                  (the forward process)
     v   = sqrt(alpha_t) eps - sqrt(1 - alpha_t) x0                   (the v-prediction target, Eq. 3)
     x0  = sqrt(alpha_t) x_t - sqrt(1 - alpha_t) v                    (x0 from a predicted v)
+    eps = (x_t - sqrt(alpha_t) x0) / sqrt(1 - alpha_t)               (the noise a given x_t and x0 imply)
 """
 
 from __future__ import annotations
@@ -36,6 +37,13 @@ def v_target(alphas_cumprod: torch.Tensor, x0: torch.Tensor, noise: torch.Tensor
     """
     a, s = _coefficients(alphas_cumprod, timesteps, x0)
     return a * noise.float() - s * x0.float()
+
+
+def noise_from_x0(alphas_cumprod: torch.Tensor, noisy: torch.Tensor, x0: torch.Tensor, timesteps: torch.Tensor):
+    """The noise that makes `noisy` the forward process of `x0` at `timesteps`: eps = (x_t - sqrt(alpha_t) x0) /
+    sqrt(1 - alpha_t), in float32 (DDIM's eps from its x0 estimate)."""
+    a, s = _coefficients(alphas_cumprod, timesteps, noisy)
+    return (noisy.float() - a * x0.float()) / s
 
 
 def x0_from_v(alphas_cumprod: torch.Tensor, noisy: torch.Tensor, v: torch.Tensor, timesteps: torch.Tensor):

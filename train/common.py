@@ -39,6 +39,7 @@ import torch
 from PIL import Image
 
 from pipeline_video_deblur.atomic import atomic_path, replace_dir, write_text
+from pipeline_video_deblur.losses import add_noise, noise_from_x0
 
 logger = logging.getLogger("train")
 
@@ -535,9 +536,8 @@ def inference_start_draws(
     last = alphas_cumprod.shape[0] - 1
     timesteps = torch.where(picked, torch.full_like(timesteps, last), timesteps)
     view = (-1,) + (1,) * (x0.ndim - 1)
-    alpha = alphas_cumprod.to(x0.device)[last].float()
     noisy = torch.where(picked.view(view), noise.float() * noise_scale, noisy.float())
-    implied = (noisy - alpha.sqrt() * x0.float()) / (1 - alpha).sqrt()
+    implied = noise_from_x0(alphas_cumprod, noisy, x0, timesteps)
     return noisy, torch.where(picked.view(view), implied, noise.float()), timesteps
 
 
@@ -581,16 +581,12 @@ def sampler_trajectory_draws(
     if not bool(picked.any()):
         return noisy, noise, timesteps
     rows = picked.nonzero().flatten()
-    alphas = alphas_cumprod.to(device).float()
     start = noise[rows] * noise_scale
     estimate = start_estimate(start, rows).float()
-    alpha_last = alphas[last]
-    start_eps = (start - alpha_last.sqrt() * estimate) / (1 - alpha_last).sqrt()
+    start_eps = noise_from_x0(alphas_cumprod, start, estimate, torch.full_like(rows, last))
     new_t = trajectory.to(device)[index[rows]].long()
-    view = (-1,) + (1,) * (x0.ndim - 1)
-    alpha = alphas[new_t].view(view)
-    x_t = alpha.sqrt() * estimate + (1 - alpha).sqrt() * start_eps
-    implied = (x_t - alpha.sqrt() * x0[rows].float()) / (1 - alpha).sqrt()
+    x_t = add_noise(alphas_cumprod, estimate, start_eps, new_t)
+    implied = noise_from_x0(alphas_cumprod, x_t, x0[rows], new_t)
     noisy, noise, timesteps = noisy.clone(), noise.clone(), timesteps.clone()
     noisy[rows], noise[rows], timesteps[rows] = x_t, implied, new_t.to(timesteps.dtype)
     return noisy, noise, timesteps

@@ -3,19 +3,18 @@ train/deblur_training.py)."""
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 import pytest
 import torch
 from diffusers import DDIMScheduler
 from train_helpers import TRAIN
+from train_helpers import parse_deblur_args as parse
 
 from pipeline_video_deblur.losses import add_noise, v_target, x0_from_v
 
 sys.path.insert(0, str(TRAIN))
 import common  # noqa: E402
-import deblur_training  # noqa: E402
 
 
 def schedule() -> torch.Tensor:
@@ -69,13 +68,6 @@ def test_only_the_fraction_is_moved_and_the_rest_keep_the_forward_process():
     assert abs(sum(picked_share) / len(picked_share) - 0.25) < 0.06
     # Seeded: the same step draws the same samples.
     assert torch.equal(draws(32, 0.25, 0.0, 3)[3][2], draws(32, 0.25, 0.0, 3)[3][2])
-
-
-def parse(*flags: str) -> argparse.Namespace:
-    parser = deblur_training.add_deblur_args(argparse.ArgumentParser())
-    args = parser.parse_args(["--pretrained_model_name_or_path", "p", *flags])
-    deblur_training.check_deblur_args(args)
-    return args
 
 
 def test_defaults_draw_everything_from_the_forward_process():

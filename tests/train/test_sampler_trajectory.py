@@ -1,15 +1,15 @@
-"""--sampler_trajectory_fraction: samples drawn on the sampler's own path after its first step (train/common.py,
-train/deblur_training.py)."""
+"""--sampler_trajectory_fraction: samples drawn where the sampler's later steps are, from its first estimate
+(train/common.py, train/deblur_training.py)."""
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 import pytest
 import torch
 from diffusers import DDIMScheduler
 from train_helpers import TRAIN
+from train_helpers import parse_deblur_args as parse
 
 from pipeline_video_deblur.losses import add_noise, v_target, x0_from_v
 
@@ -200,13 +200,6 @@ def test_sharded_parameters_on_several_processes_are_refused():
     for kind, stage in ((DistributedType.FSDP, None), (DistributedType.DEEPSPEED, 3)):
         with pytest.raises(ValueError, match="--sampler_trajectory_fraction is not supported with .* on 4 processes"):
             deblur_training.refuse_sharded_trajectory_draws(accelerator(kind, 4, zero_stage=stage))
-
-
-def parse(*flags: str) -> argparse.Namespace:
-    parser = deblur_training.add_deblur_args(argparse.ArgumentParser())
-    args = parser.parse_args(["--pretrained_model_name_or_path", "p", *flags])
-    deblur_training.check_deblur_args(args)
-    return args
 
 
 def test_defaults_draw_no_trajectory_samples():

@@ -24,6 +24,19 @@ TINY_TRAIN_FLAGS = [
 ]  # fmt: skip
 
 
+def parse_deblur_args(*flags: str):
+    """Stages 1/2's shared flags (`deblur_training.add_deblur_args`), parsed and checked as the scripts do."""
+    import argparse
+
+    sys.path.insert(0, str(TRAIN))
+    import deblur_training
+
+    parser = deblur_training.add_deblur_args(argparse.ArgumentParser())
+    args = parser.parse_args(["--pretrained_model_name_or_path", "p", *flags])
+    deblur_training.check_deblur_args(args)
+    return args
+
+
 def run_script(
     args: list[str], launcher: list[str] | None = None, check: bool = True, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess:

@@ -91,8 +91,8 @@ STAGE2_STEPS=${STAGE2_STEPS:-2000}  # the shipped model: stopped at 1800 (STAGE2
 # STAGE2_START_FRACTION=P: stage 2 draws a fraction P of its samples at t = 999 from the start the sampler gives the
 # model (noise x the model's noise_scale, with no trace of the target: train --inference_start_fraction), the rest
 # from the forward process; 0 (default) draws them all from the forward process, as versions <= 0.21 did.
-# STAGE2_TRAJECTORY_FRACTION=Q: a further fraction Q of the samples is drawn on the 50-step sampler's own path
-# after its first step (the model's estimate from the start, stepped by DDIM to a later timestep: train
+# STAGE2_TRAJECTORY_FRACTION=Q: a further fraction Q of the samples is drawn where the 50-step sampler's later
+# steps are (the model's first estimate from the start, stepped by DDIM straight to a later timestep: train
 # --sampler_trajectory_fraction); 0 (default): none.
 # STAGE2_MINUTES=M: stage 2 fits its steps and cosine to M minutes of its loop (--max_train_minutes), for a session
 # or job with a fixed end; STAGE2_STEPS stays the cap.
