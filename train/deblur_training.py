@@ -91,8 +91,8 @@ def add_deblur_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         default=0.0,
         help=(
             "fraction of the samples drawn where the sampler's later steps are: the model's first estimate from "
-            "the start (one extra forward pass in eval mode, without gradient and without guidance, for those "
-            "samples only) stepped by DDIM straight to a later timestep of a --sampler_trajectory_steps schedule, "
+            "the start (an extra forward pass in eval mode, without gradient, for those samples only; two with "
+            "--sampler_trajectory_guidance_scale > 1) stepped by DDIM straight to a later timestep of a --sampler_trajectory_steps schedule, "
             "the noise-free input the later steps of a run from a noise-free start get (exact at its second step); "
             "the loss asks for the target from there. Taken from the samples that --inference_start_fraction "
             "leaves (the two add up to at most 1). Not with FSDP or DeepSpeed ZeRO-3 on several processes (the "
@@ -104,6 +104,16 @@ def add_deblur_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         type=int,
         default=50,
         help="the number of sampler steps whose timesteps (after the first) those draws use (default: 50)",
+    )
+    group.add_argument(
+        "--sampler_trajectory_guidance_scale",
+        type=float,
+        default=1.0,
+        help=(
+            "the CFG scale of that first estimate, as the pipeline's `guidance_scale` (> 1: a second, unconditional "
+            "pass, combined as uncond + scale x (cond - uncond)). Set it to the scale you sample at (the pipeline "
+            "default is 2) to train the inputs that run gives. 1 (default): conditional only"
+        ),
     )
     group.add_argument("--validation_guidance_scale", type=float, default=2.0, help="CFG scale of the validation runs")
     return parser
@@ -118,6 +128,9 @@ def check_deblur_args(args: argparse.Namespace) -> None:
             f"--sampler_trajectory_fraction must be in [0, 1 - --inference_start_fraction] = "
             f"[0, {1.0 - args.inference_start_fraction:g}], got {trajectory}"
         )
+    guidance = args.sampler_trajectory_guidance_scale
+    if not (math.isfinite(guidance) and guidance >= 1.0):
+        raise ValueError(f"--sampler_trajectory_guidance_scale must be a finite number >= 1, got {guidance}")
     if args.sampler_trajectory_steps < 2:
         raise ValueError(f"--sampler_trajectory_steps must be at least 2, got {args.sampler_trajectory_steps}")
     scale = args.inference_start_noise_scale
@@ -266,7 +279,8 @@ def make_loss_fn(args, accelerator, pipe: VideoDeblurPipeline, model, noise_rng)
         refuse_sharded_trajectory_draws(accelerator)
         logger.info(
             f"{args.sampler_trajectory_fraction:.0%} of the samples are drawn on the {args.sampler_trajectory_steps}-step "
-            f"sampler's path after its first step (t = {int(trajectory[0])} .. {int(trajectory[-1])})"
+            f"sampler's path after its first step (t = {int(trajectory[0])} .. {int(trajectory[-1])}), from its "
+            f"first estimate at CFG {args.sampler_trajectory_guidance_scale:g}"
         )
 
     def compute_loss(batch: dict) -> dict[str, torch.Tensor]:
@@ -293,7 +307,9 @@ def make_loss_fn(args, accelerator, pipe: VideoDeblurPipeline, model, noise_rng)
             )
         centre = blur[:, (blur.shape[1] - 1) // 2]  # the pipeline embeds the centre frame of each window
         if trajectory is not None:
-            start_estimate = first_estimate_fn(model, alphas_cumprod, cond, centre)
+            start_estimate = first_estimate_fn(
+                model, alphas_cumprod, cond, centre, args.sampler_trajectory_guidance_scale
+            )
             noisy, noise, timesteps = common.sampler_trajectory_draws(
                 noise_rng,
                 alphas_cumprod,
@@ -344,11 +360,14 @@ def refuse_sharded_trajectory_draws(accelerator) -> None:
         )
 
 
-def first_estimate_fn(model, alphas_cumprod: torch.Tensor, cond: torch.Tensor, centre: torch.Tensor):
+def first_estimate_fn(
+    model, alphas_cumprod: torch.Tensor, cond: torch.Tensor, centre: torch.Tensor, guidance_scale: float = 1.0
+):
     """`start_estimate(start, rows)` for `common.sampler_trajectory_draws`: the clean sample the model implies at
-    the last timestep from `start`, for the batch rows `rows`, conditioned (keep = 1; the sampler's guidance is not
-    reproduced: this is its estimate at CFG 1), without gradient and in eval mode (no dropout), as the sampler runs
-    it; the model's mode is restored after."""
+    the last timestep from `start`, for the batch rows `rows`, without gradient and in eval mode (no dropout), as the
+    sampler runs it; the model's mode is restored after. At `guidance_scale` 1 the prediction is the conditional one
+    (keep = 1); above 1 it is guided as the pipeline guides it, uncond + scale x (cond - uncond), the unconditional
+    pass with the image tokens zeroed (keep = 0), as the pipeline's negative context is."""
     last = alphas_cumprod.shape[0] - 1
 
     @torch.no_grad()
@@ -359,6 +378,9 @@ def first_estimate_fn(model, alphas_cumprod: torch.Tensor, cond: torch.Tensor, c
         model.eval()
         try:
             v = model(start, cond[rows], t, centre[rows], keep).float()
+            if guidance_scale != 1.0:
+                uncond = model(start, cond[rows], t, centre[rows], torch.zeros_like(keep)).float()
+                v = uncond + guidance_scale * (v - uncond)
         finally:
             model.train(was_training)
         return x0_from_v(alphas_cumprod, start, v, t)

@@ -141,7 +141,7 @@ def test_nothing_picked_means_no_model_call_and_unchanged_draws():
 
 class RecordingModel(torch.nn.Module):
     """A real module with dropout standing in for `DeblurModel`: records each call's inputs and training mode, and
-    returns v = 2 x noisy."""
+    returns v = 2 x noisy + keep (so the conditional and unconditional predictions differ by 1)."""
 
     def __init__(self):
         super().__init__()
@@ -152,7 +152,7 @@ class RecordingModel(torch.nn.Module):
         self.calls.append(
             dict(noisy=noisy, cond=cond, timesteps=timesteps, centre=centre, keep=keep, training=self.training)
         )
-        return self.dropout(noisy * 2)
+        return self.dropout(noisy * 2 + keep.view(-1, 1, 1, 1, 1))
 
 
 @pytest.mark.parametrize("training", [True, False])
@@ -170,7 +170,26 @@ def test_the_first_estimate_is_the_conditional_eval_mode_clean_sample_at_the_las
     assert torch.equal(call["cond"], cond[rows]) and torch.equal(call["centre"], centre[rows])
     assert not estimate.requires_grad
     t = torch.full((2,), 999)
-    assert torch.allclose(estimate, x0_from_v(alphas, start, start * 2, t))  # no dropout in the estimate
+    assert torch.allclose(estimate, x0_from_v(alphas, start, start * 2 + 1, t))  # no dropout in the estimate
+
+
+@pytest.mark.parametrize("scale", [2.0, 3.5])
+def test_a_guided_first_estimate_combines_the_two_passes_as_the_pipeline_does(scale):
+    alphas = sampler().alphas_cumprod
+    model = RecordingModel().train()
+    cond, centre = torch.randn(4, 2, 3, 5, 5), torch.randn(4, 3, 8, 8)
+    start = torch.randn(2, 2, 3, 5, 5)
+    rows = torch.tensor([0, 2])
+    estimate = deblur_training.first_estimate_fn(model, alphas, cond, centre, scale)(start, rows)
+    conditional, unconditional = model.calls
+    assert torch.equal(conditional["keep"], torch.ones(2)) and torch.equal(unconditional["keep"], torch.zeros(2))
+    for call in model.calls:  # same input, rows and timestep for both passes, both in eval mode
+        assert call["training"] is False and torch.equal(call["noisy"], start)
+        assert torch.equal(call["cond"], cond[rows]) and torch.equal(call["timesteps"], torch.full((2,), 999))
+    assert model.training
+    # uncond + scale x (cond - uncond) = 2 start + scale, as the pipeline's guidance gives from these two outputs.
+    t = torch.full((2,), 999)
+    assert torch.allclose(estimate, x0_from_v(alphas, start, start * 2 + scale, t))
 
 
 @pytest.mark.parametrize(
@@ -205,6 +224,7 @@ def test_sharded_parameters_on_several_processes_are_refused():
 def test_defaults_draw_no_trajectory_samples():
     args = parse()
     assert args.sampler_trajectory_fraction == 0.0 and args.sampler_trajectory_steps == 50
+    assert args.sampler_trajectory_guidance_scale == 1.0
     assert (
         parse("--inference_start_fraction", "0.5", "--sampler_trajectory_fraction", "0.5").sampler_trajectory_fraction
         == 0.5
@@ -220,6 +240,11 @@ def test_defaults_draw_no_trajectory_samples():
             "--sampler_trajectory_fraction must be in [0, 1 - --inference_start_fraction] = [0, 0.25], got 0.5",
         ),
         (["--sampler_trajectory_steps", "1"], "--sampler_trajectory_steps must be at least 2, got 1"),
+        (
+            ["--sampler_trajectory_guidance_scale", "0.5"],
+            "--sampler_trajectory_guidance_scale must be a finite number >= 1, got 0.5",
+        ),
+        (["--sampler_trajectory_guidance_scale", "nan"], "--sampler_trajectory_guidance_scale must be a finite"),
     ],
 )
 def test_bad_values_are_refused(flags, message):

@@ -93,7 +93,8 @@ STAGE2_STEPS=${STAGE2_STEPS:-2000}  # the shipped model: stopped at 1800 (STAGE2
 # from the forward process; 0 (default) draws them all from the forward process, as versions <= 0.21 did.
 # STAGE2_TRAJECTORY_FRACTION=Q: a further fraction Q of the samples is drawn where the 50-step sampler's later
 # steps are (the model's first estimate from the start, stepped by DDIM straight to a later timestep: train
-# --sampler_trajectory_fraction); 0 (default): none.
+# --sampler_trajectory_fraction); 0 (default): none. STAGE2_TRAJECTORY_GUIDANCE=G makes that first estimate at CFG G
+# (train --sampler_trajectory_guidance_scale; 2 is the pipeline's default scale); 1 (default): conditional only.
 # STAGE2_MINUTES=M: stage 2 fits its steps and cosine to M minutes of its loop (--max_train_minutes), for a session
 # or job with a fixed end; STAGE2_STEPS stays the cap.
 CHECKPOINT_EVERY=${CHECKPOINT_EVERY:-100}
@@ -182,6 +183,7 @@ if [ "${CONTINUE:-0}" = "1" ]; then
         OUT=${OUT}_bias${STAGE2_TIMESTEP_BIAS}x$STAGE2_TIMESTEP_BIAS_MULTIPLIER
     [ "${STAGE2_START_FRACTION:-0}" = 0 ] || OUT=${OUT}_start$STAGE2_START_FRACTION
     [ "${STAGE2_TRAJECTORY_FRACTION:-0}" = 0 ] || OUT=${OUT}_traj$STAGE2_TRAJECTORY_FRACTION
+    [ "${STAGE2_TRAJECTORY_GUIDANCE:-1}" = 1 ] || OUT=${OUT}_cfg$STAGE2_TRAJECTORY_GUIDANCE
 else
     echo "== stage 0: pretrain a small T2V stand-in on sharp clips"
     # $WORK/t2v is not named after its sizes, and the later stages build on whatever it holds: one begun (or
@@ -250,6 +252,7 @@ if ! done_pipeline "$OUT"; then
         --timestep_bias_strategy "$STAGE2_TIMESTEP_BIAS" --timestep_bias_multiplier "$STAGE2_TIMESTEP_BIAS_MULTIPLIER" \
         --inference_start_fraction "${STAGE2_START_FRACTION:-0}" \
         --sampler_trajectory_fraction "${STAGE2_TRAJECTORY_FRACTION:-0}" \
+        --sampler_trajectory_guidance_scale "${STAGE2_TRAJECTORY_GUIDANCE:-1}" \
         ${STAGE2_MINUTES:+--max_train_minutes "$STAGE2_MINUTES"}
 fi
 
