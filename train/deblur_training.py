@@ -92,7 +92,8 @@ def add_deblur_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         help=(
             "fraction of the samples drawn where the sampler's later steps are: the model's first estimate from "
             "the start (an extra forward pass in eval mode, without gradient, for those samples only; two with "
-            "--sampler_trajectory_guidance_scale > 1) stepped by DDIM straight to a later timestep of a --sampler_trajectory_steps schedule, "
+            "--sampler_trajectory_guidance_scale > 1) stepped by DDIM straight to a later timestep of a "
+            "--sampler_trajectory_steps schedule, "
             "the noise-free input the later steps of a run from a noise-free start get (exact at its second step); "
             "the loss asks for the target from there. Taken from the samples that --inference_start_fraction "
             "leaves (the two add up to at most 1). Not with FSDP or DeepSpeed ZeRO-3 on several processes (the "
@@ -378,7 +379,7 @@ def first_estimate_fn(
         model.eval()
         try:
             v = model(start, cond[rows], t, centre[rows], keep).float()
-            if guidance_scale != 1.0:
+            if guidance_scale > 1.0:
                 uncond = model(start, cond[rows], t, centre[rows], torch.zeros_like(keep)).float()
                 v = uncond + guidance_scale * (v - uncond)
         finally:

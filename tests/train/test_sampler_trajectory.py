@@ -245,9 +245,84 @@ def test_defaults_draw_no_trajectory_samples():
             "--sampler_trajectory_guidance_scale must be a finite number >= 1, got 0.5",
         ),
         (["--sampler_trajectory_guidance_scale", "nan"], "--sampler_trajectory_guidance_scale must be a finite"),
+        (["--sampler_trajectory_guidance_scale", "inf"], "--sampler_trajectory_guidance_scale must be a finite"),
     ],
 )
 def test_bad_values_are_refused(flags, message):
     with pytest.raises(ValueError) as error:
         parse(*flags)
     assert message in str(error.value)
+
+
+@pytest.mark.parametrize("scale", [1.0, 2.0])
+def test_the_first_estimate_is_what_the_pipeline_s_first_step_predicts(scale):
+    """The real `DeblurModel` on a tiny pipeline: the estimate equals the clean sample implied by the guided model
+    output the pipeline hands its scheduler at its first step, from the same start, blurred latents and frame."""
+    from tiny import tiny_pipeline, tiny_video
+
+    torch.manual_seed(0)
+    pipe = tiny_pipeline()
+    seen = {}
+    step = pipe.scheduler.step
+
+    def record_first_step(model_output, timestep, sample, *args, **kwargs):
+        seen.setdefault("step", (model_output.clone(), int(timestep), sample.clone()))
+        return step(model_output, timestep, sample, *args, **kwargs)
+
+    def record_unet_input(module, inputs):
+        seen.setdefault("unet_input", inputs[0].clone())
+
+    pipe.scheduler.step = record_first_step
+    hook = pipe.unet.register_forward_pre_hook(record_unet_input)
+    video = tiny_video(4)
+    try:
+        pipe(video, num_inference_steps=2, guidance_scale=scale, noise_scale=1.0, generator=torch.manual_seed(1))
+    finally:
+        hook.remove()
+    model_output, timestep, start = seen["step"]
+    assert timestep == 999
+    cond = seen["unet_input"][:1, start.shape[1] :]  # the blurred clip's latents, concatenated after the sample
+    centre = video[None, (video.shape[0] - 1) // 2]  # the frame training embeds, as the pipeline's one window does
+
+    model = deblur_training.DeblurModel(pipe).train()
+    alphas = pipe.scheduler.alphas_cumprod
+    estimate = deblur_training.first_estimate_fn(model, alphas, cond, centre, scale)(start, torch.tensor([0]))
+    expected = x0_from_v(alphas, start, model_output, torch.tensor([999]))
+    assert torch.allclose(estimate, expected, atol=1e-5)
+    assert not torch.allclose(expected, x0_from_v(alphas, start, torch.zeros_like(start), torch.tensor([999])))
+
+
+def test_the_training_loss_makes_its_first_estimates_at_the_guidance_scale_asked(monkeypatch, tmp_path):
+    """The flag reaches the loss: `make_loss_fn` builds its estimates at --sampler_trajectory_guidance_scale."""
+    from types import SimpleNamespace
+
+    import stage2_finetune
+    from tiny import tiny_pipeline, tiny_video
+
+    scales = []
+    real = deblur_training.first_estimate_fn
+
+    def recording(model, alphas, cond, centre, guidance_scale=1.0):
+        scales.append(guidance_scale)
+        return real(model, alphas, cond, centre, guidance_scale)
+
+    monkeypatch.setattr(deblur_training, "first_estimate_fn", recording)
+    args = stage2_finetune.parse_args(
+        ["--pretrained_model_name_or_path", "p", "--train_data_dir", "d", "--output_dir", str(tmp_path),
+         "--sampler_trajectory_fraction", "1",
+         "--sampler_trajectory_guidance_scale", "3", "--sampler_trajectory_steps", "10"]
+    )  # fmt: skip
+    accelerator = SimpleNamespace(
+        device=torch.device("cpu"),
+        num_processes=1,
+        distributed_type="NO",
+        state=SimpleNamespace(deepspeed_plugin=None),
+    )
+    pipe = tiny_pipeline()
+    model = deblur_training.DeblurModel(pipe)
+    rng = common.NoiseRNG(torch.device("cpu"), 0)
+    rng.reseed(0)
+    compute_loss = deblur_training.make_loss_fn(args, accelerator, pipe, model, rng)
+    clip = tiny_video(4)[None]
+    losses = compute_loss({"blur": clip, "sharp": clip.flip(-1)})
+    assert scales == [3.0] and torch.isfinite(losses["loss"])

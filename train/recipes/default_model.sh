@@ -183,7 +183,9 @@ if [ "${CONTINUE:-0}" = "1" ]; then
         OUT=${OUT}_bias${STAGE2_TIMESTEP_BIAS}x$STAGE2_TIMESTEP_BIAS_MULTIPLIER
     [ "${STAGE2_START_FRACTION:-0}" = 0 ] || OUT=${OUT}_start$STAGE2_START_FRACTION
     [ "${STAGE2_TRAJECTORY_FRACTION:-0}" = 0 ] || OUT=${OUT}_traj$STAGE2_TRAJECTORY_FRACTION
-    [ "${STAGE2_TRAJECTORY_GUIDANCE:-1}" = 1 ] || OUT=${OUT}_cfg$STAGE2_TRAJECTORY_GUIDANCE
+    # (the estimate's CFG matters only where there are trajectory draws)
+    [ "${STAGE2_TRAJECTORY_FRACTION:-0}" = 0 ] || [ "${STAGE2_TRAJECTORY_GUIDANCE:-1}" = 1 ] ||
+        OUT=${OUT}_cfg$STAGE2_TRAJECTORY_GUIDANCE
 else
     echo "== stage 0: pretrain a small T2V stand-in on sharp clips"
     # $WORK/t2v is not named after its sizes, and the later stages build on whatever it holds: one begun (or
