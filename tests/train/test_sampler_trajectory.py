@@ -294,9 +294,8 @@ def test_the_first_estimate_is_what_the_pipeline_s_first_step_predicts(scale):
 
 def test_the_training_loss_makes_its_first_estimates_at_the_guidance_scale_asked(monkeypatch, tmp_path):
     """The flag reaches the loss: `make_loss_fn` builds its estimates at --sampler_trajectory_guidance_scale."""
-    from types import SimpleNamespace
-
     import stage2_finetune
+    from accelerate import Accelerator
     from tiny import tiny_pipeline, tiny_video
 
     scales = []
@@ -312,12 +311,7 @@ def test_the_training_loss_makes_its_first_estimates_at_the_guidance_scale_asked
          "--sampler_trajectory_fraction", "1",
          "--sampler_trajectory_guidance_scale", "3", "--sampler_trajectory_steps", "10"]
     )  # fmt: skip
-    accelerator = SimpleNamespace(
-        device=torch.device("cpu"),
-        num_processes=1,
-        distributed_type="NO",
-        state=SimpleNamespace(deepspeed_plugin=None),
-    )
+    accelerator = Accelerator(cpu=True)  # the real one, as test_output_safety builds it
     pipe = tiny_pipeline()
     model = deblur_training.DeblurModel(pipe)
     rng = common.NoiseRNG(torch.device("cpu"), 0)
