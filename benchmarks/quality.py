@@ -138,10 +138,18 @@ def main() -> None:
         default=None,
         help="default setting: starting noise x this (default: the model's own, pipe.config.noise_scale)",
     )
+    parser.add_argument(
+        "--self-ensemble",
+        type=int,
+        default=1,
+        choices=(1, 2, 4, 8),
+        help="default setting: the pipeline's self_ensemble (mirrored / transposed runs averaged; default 1)",
+    )
     parser.add_argument("--fast-steps", type=positive_int, default=10)
     parser.add_argument("--fast-guidance-scale", type=positive_float, default=1.0)
     parser.add_argument("--fast-strength", type=strength_fraction, default=1.0)
     parser.add_argument("--fast-noise-scale", type=non_negative_float, default=None, help="default: the model's own")
+    parser.add_argument("--fast-self-ensemble", type=int, default=1, choices=(1, 2, 4, 8))
     parser.add_argument("--cache", default=os.path.join(HERE, "..", "runs", "benchmark_synth_test_seed0"))
     parser.add_argument("--out", default=os.path.join(HERE, "results", "quality.json"))
     parser.add_argument("--figure", default=os.path.join(HERE, "results", "quality.png"))
@@ -189,7 +197,7 @@ def main() -> None:
         rows[method]["clips"] = len(subset)
         print(row_line(method, rows[method]), flush=True)
 
-    def deblur(steps, cfg, strength, noise, seed=0):
+    def deblur(steps, cfg, strength, noise, ensemble, seed=0):
         def fn(blur):
             generator = torch.Generator().manual_seed(seed)
             return pipe(
@@ -198,6 +206,7 @@ def main() -> None:
                 guidance_scale=cfg,
                 strength=strength,
                 noise_scale=noise,
+                self_ensemble=ensemble,
                 generator=generator,
                 output_type="np",
             ).frames[0]
@@ -223,20 +232,28 @@ def main() -> None:
         "VAE round trip", outputs["VAE round trip (sharp)"], clips, time.perf_counter() - started
     )
     print(row_line("VAE round trip (sharp)", rows["VAE round trip (sharp)"], colour=False, seconds=False))
+
+    def ensemble_label(size: int) -> str:
+        return f", x{size} ensemble" if size > 1 else ""
+
     fast_name = (
         f"fast ({args.fast_steps} steps, CFG {args.fast_guidance_scale:g}, strength {args.fast_strength:g}, "
-        f"noise {fast_noise:g})"
+        f"noise {fast_noise:g}{ensemble_label(args.fast_self_ensemble)})"
     )
-    run(fast_name, deblur(args.fast_steps, args.fast_guidance_scale, args.fast_strength, fast_noise))
-    default_name = f"default ({args.steps} steps, CFG {default_cfg:g}, noise {default_noise:g})"
+    fast = (args.fast_steps, args.fast_guidance_scale, args.fast_strength, fast_noise, args.fast_self_ensemble)
+    run(fast_name, deblur(*fast))
+    default_name = (
+        f"default ({args.steps} steps, CFG {default_cfg:g}, noise {default_noise:g}"
+        f"{ensemble_label(args.self_ensemble)})"
+    )
     subset = clips[: args.default_clips] if args.default_clips else None
-    run(default_name, deblur(args.steps, default_cfg, 1.0, default_noise), subset)
+    run(default_name, deblur(args.steps, default_cfg, 1.0, default_noise, args.self_ensemble), subset)
     target_name = default_name
     if args.default_seeds > 1:
         seeded = [default_name]
         for seed in range(1, args.default_seeds):
             seeded.append(f"{default_name} [seed {seed}]")
-            run(seeded[-1], deblur(args.steps, default_cfg, 1.0, default_noise, seed), subset)
+            run(seeded[-1], deblur(args.steps, default_cfg, 1.0, default_noise, args.self_ensemble, seed), subset)
         target_name = f"{default_name} [mean of {args.default_seeds} seeds]"
         rows[target_name] = mean_over_seeds([rows[name] for name in seeded])
         print(row_line(target_name, rows[target_name], seconds=False))
@@ -275,6 +292,8 @@ def main() -> None:
             "default_seeds": args.default_seeds,
             "noise_scale": default_noise,
             "fast_noise_scale": fast_noise,
+            "self_ensemble": args.self_ensemble,
+            "fast_self_ensemble": args.fast_self_ensemble,
             "model_noise_scale": model_noise,
             "tile_size": "pipeline default",
         },

@@ -14,6 +14,8 @@ from .loader import CATEGORY, PIPELINE_TYPE
 MIN_FRAME_SIDE = 8
 # Frames per pass of the pipeline, as `video-deblur run --segment-frames` (pipeline_video_deblur.segments).
 DEFAULT_SEGMENT_FRAMES = 64
+# The pipeline's `self_ensemble` sizes, as a ComfyUI combo (strings: the values saved workflows hold)
+SELF_ENSEMBLE_CHOICES = ("1", "2", "4", "8")
 
 
 class VideoDeblur:
@@ -133,6 +135,15 @@ class VideoDeblur:
                         "is one pass. 0 denoises the whole clip at once. At least num_frames.",
                     },
                 ),
+                "self_ensemble": (
+                    list(SELF_ENSEMBLE_CHOICES),
+                    {
+                        "default": "1",
+                        "tooltip": "Deblurs the clip this many times, under mirrored (2, 4) and also transposed (8) "
+                        "frames, and averages the results mapped back: that many times the time for a steadier, "
+                        "more faithful result. 1 runs once.",
+                    },
+                ),
             },
         }
 
@@ -160,6 +171,7 @@ class VideoDeblur:
         seed: int,
         noise_scale: float = -1.0,
         segment_frames: int = DEFAULT_SEGMENT_FRAMES,
+        self_ensemble: str = "1",
     ) -> tuple[torch.Tensor]:
         if not isinstance(pipeline, runtime.LoadedPipeline):
             raise ValueError(
@@ -182,10 +194,13 @@ class VideoDeblur:
         # Any negative noise_scale (the widget's -1) asks for the model's own, config.noise_scale; nan is passed on
         # and refused by the pipeline with the value.
         noise_scale = None if float(noise_scale) < 0 else float(noise_scale)
+        if str(self_ensemble) not in SELF_ENSEMBLE_CHOICES:
+            raise ValueError(f"`self_ensemble` must be one of {list(SELF_ENSEMBLE_CHOICES)}, got {self_ensemble!r}")
+        ensemble = int(self_ensemble)
         generator = torch.Generator(device="cpu").manual_seed(int(seed))
         longest = max(count for _, count in spans)  # the device holds one segment's latents at a time
         memory = runtime.run_memory(pipe, longest, height, width, int(num_frames), int(tile_size) or None)
-        progress = runtime.ComfyProgress(frames=sum(count for _, count in spans))
+        progress = runtime.ComfyProgress(frames=sum(count for _, count in spans), runs=ensemble)
         runtime.move_to_run_device(pipeline, memory)
         try:
             sharp = segments.deblur_segments(
@@ -201,6 +216,7 @@ class VideoDeblur:
                 strength=float(strength),
                 noise_scale=noise_scale,
                 tile_size=int(tile_size) or None,
+                self_ensemble=ensemble,
                 generator=generator,
                 callback_on_step_end=progress,
             )

@@ -243,15 +243,16 @@ class ComfyProgress:
     """A `callback_on_step_end` for the pipeline: advances ComfyUI's progress bar and honours its cancel button.
 
     The bar counts frames x denoising steps over every pass of the pipeline (`frames`: the frames of all passes,
-    those neighbouring segments share counted in each): it is created at the first step, when the pipeline knows
-    its number of steps (`pipe.num_timesteps`, after `strength`), and moves by the current pass's frame count
-    (`start_segment`) after each step. Cancelling raises between steps, out of the pipeline and the node; ComfyUI
+    those neighbouring segments share counted in each), times `runs` (the pipeline's `self_ensemble`: each pass
+    samples that many times): it is created at the first step, when the pipeline knows its number of steps
+    (`pipe.num_timesteps`, after `strength`), and moves by the current pass's frame count (`start_segment`) after
+    each step. Cancelling raises between steps, out of the pipeline and the node; ComfyUI
     reports it as an interruption.
     """
 
-    def __init__(self, frames: int):
-        self.frames = int(frames)
-        self.segment_frames = self.frames
+    def __init__(self, frames: int, runs: int = 1):
+        self.frames = int(frames) * int(runs)
+        self.segment_frames = int(frames)
         self.bar_class = progress_bar_class()
         self.bar = None
 

@@ -58,6 +58,14 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="starting noise x this (>= 0; < 1 trades invented texture for fidelity; default: the model's own)",
     )
+    parser.add_argument(
+        "--self-ensemble",
+        type=int,
+        default=1,
+        choices=(1, 2, 4, 8),
+        help="deblur under 1, 2, 4 or 8 mirrored / transposed copies of the frames and average them: that many "
+        "times the time for a more faithful result (default 1)",
+    )
     parser.add_argument("--num-frames", type=positive_int, default=16, help="frames per temporal window")
     parser.add_argument(
         "--frame-overlap",
@@ -221,6 +229,7 @@ def run_run(args: argparse.Namespace) -> int:
             strength=args.strength,
             noise_scale=args.noise_scale,
             tile_size=args.tile_size,
+            self_ensemble=args.self_ensemble,
             generator=generator,
         )
         for frame in sharp:

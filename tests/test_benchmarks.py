@@ -44,6 +44,7 @@ def test_quality_scores_every_method(cache, tmp_path):
         *("--cache", cache, "--out", out, "--figure", figure, "--device", "cpu"),
         *("--max-clips", 1, "--steps", 2, "--fast-steps", 1, "--default-seeds", 2),
         *("--noise-scale", 1, "--fast-noise-scale", 0.5),  # the default setting's draws differ at noise 1
+        *("--fast-self-ensemble", 2),
     )
     data = json.loads(out.read_text())
     methods = data["methods"]
@@ -51,7 +52,7 @@ def test_quality_scores_every_method(cache, tmp_path):
         "blurred input",
         "unsharp baseline",
         "VAE round trip (sharp)",
-        "fast (1 steps, CFG 1, strength 1, noise 0.5)",
+        "fast (1 steps, CFG 1, strength 1, noise 0.5, x2 ensemble)",
         "default (2 steps, CFG 2, noise 1)",
         "default (2 steps, CFG 2, noise 1) [seed 1]",
         "default (2 steps, CFG 2, noise 1) [mean of 2 seeds]",
@@ -60,7 +61,7 @@ def test_quality_scores_every_method(cache, tmp_path):
     assert math.isinf(methods["VAE round trip (sharp)"]["psnr"])
     blurred = methods["blurred input"]
     assert 15 < blurred["psnr"] < 40 and 0 < blurred["ssim"] < 1, blurred
-    for name in ("fast (1 steps, CFG 1, strength 1, noise 0.5)", "default (2 steps, CFG 2, noise 1)"):
+    for name in ("fast (1 steps, CFG 1, strength 1, noise 0.5, x2 ensemble)", "default (2 steps, CFG 2, noise 1)"):
         row = methods[name]
         assert 10 < row["psnr"] < 60 and row["seconds_per_frame"] > 0 and row["clips"] == 1, row
     assert data["device"] == "cpu"
@@ -73,6 +74,7 @@ def test_quality_scores_every_method(cache, tmp_path):
     assert mean["psnr_std"] == pytest.approx(abs(draws[0]["psnr"] - draws[1]["psnr"]) / 2)
     assert mean["seeds"] == 2 and data["settings"]["default_seeds"] == 2
     assert data["settings"]["noise_scale"] == 1 and data["settings"]["fast_noise_scale"] == 0.5
+    assert data["settings"]["fast_self_ensemble"] == 2 and data["settings"]["self_ensemble"] == 1
     assert data["targets"]["default_gain_db"] == pytest.approx(mean["psnr"] - blurred["psnr"])
     assert "blurred input" in result.stdout and "PSNR" in result.stdout
     with PIL.Image.open(figure) as image:

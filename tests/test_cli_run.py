@@ -8,6 +8,7 @@ import av
 import numpy as np
 import PIL.Image
 import pytest
+import torch
 from tiny import tiny_pipeline, tiny_video
 
 from pipeline_video_deblur.data import read_video, write_video
@@ -127,6 +128,10 @@ def bad_input_cases(tmp_path, clip_mp4, model_dir):
             [clip_mp4, "-o", tmp_path / "o.mp4", "--model", model_dir, "--noise-scale", "-0.5"],
             "argument --noise-scale: expected a number >= 0, got '-0.5'",
         ),
+        "self-ensemble of 3": (
+            [clip_mp4, "-o", tmp_path / "o.mp4", "--model", model_dir, "--self-ensemble", "3"],
+            "argument --self-ensemble: invalid choice: 3 (choose from 1, 2, 4, 8)",
+        ),
         "segment shorter than a window": (
             [clip_mp4, "-o", tmp_path / "o.mp4", "--model", model_dir, "--segment-frames", "8"],
             "--segment-frames must be 0 (the whole clip at once) or at least --num-frames=16, got 8",
@@ -158,6 +163,7 @@ def bad_input_cases(tmp_path, clip_mp4, model_dir):
         "infinite guidance",
         "nan strength",
         "negative noise scale",
+        "self-ensemble of 3",
         "segment shorter than a window",
         "output is input",
         "unwritable format",
@@ -257,3 +263,26 @@ def test_a_home_relative_path_is_expanded(model_dir, clip_mp4, tmp_path):
     )
     assert "wrote 5 frames" in result.stdout
     assert read_video(home / "out.mp4").frames.shape == (5, 36, 44, 3)
+
+
+def test_self_ensemble_writes_the_pipelines_averaged_frames(model_dir, tmp_path):
+    """--self-ensemble 4 writes what the pipeline gives in process with self_ensemble=4 (to one 8-bit level, as
+    above), which is not the single run."""
+    frames_dir = tmp_path / "frames"
+    frames_dir.mkdir()
+    clip = (tiny_video(frames=3, height=16, width=24).permute(0, 2, 3, 1).numpy() * 255).astype(np.uint8)
+    for i, frame in enumerate(clip):
+        PIL.Image.fromarray(frame).save(frames_dir / f"{i}.png")
+    outputs = {}
+    for size in (1, 4):
+        out = tmp_path / f"out_{size}"
+        video_deblur("run", frames_dir, "-o", out, "--model", model_dir, "--steps", 2, "--self-ensemble", size)
+        outputs[size] = np.stack([np.asarray(PIL.Image.open(out / f"{i}.png")) for i in range(3)]).astype(int)
+    from pipeline_video_deblur import VideoDeblurPipeline
+
+    pipe = VideoDeblurPipeline.from_pretrained(model_dir)
+    pipe.set_progress_bar_config(disable=True)
+    generator = torch.Generator().manual_seed(0)
+    expected = pipe(clip, num_inference_steps=2, self_ensemble=4, generator=generator, output_type="np").frames[0]
+    assert np.abs(outputs[4] - (expected * 255).round().astype(int)).max() <= 1
+    assert np.abs(outputs[4] - outputs[1]).max() > 1

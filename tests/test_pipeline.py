@@ -228,6 +228,10 @@ def test_noise_scale_defaults_to_the_models_and_survives_a_round_trip(tmp_path):
         (dict(noise_scale=-0.5), r"`noise_scale` must be a finite number >= 0, got -0.5"),
         (dict(noise_scale=float("nan")), r"`noise_scale` must be a finite number >= 0, got nan"),
         (dict(noise_scale=True), r"`noise_scale` must be a finite number >= 0, got True"),
+        (dict(self_ensemble=3), r"`self_ensemble` must be one of \(1, 2, 4, 8\), got 3"),
+        (dict(self_ensemble=True), r"`self_ensemble` must be one of \(1, 2, 4, 8\), got True"),
+        (dict(self_ensemble=2.0), r"`self_ensemble` must be one of \(1, 2, 4, 8\), got 2.0"),
+        (dict(self_ensemble=8, output_type="latent"), r"`self_ensemble`=8 averages decoded frames"),
     ],
 )
 def test_bad_options_are_refused_with_the_value(kwargs, match):
@@ -332,3 +336,46 @@ def test_lora_weights_load_onto_the_pipeline_and_fuse(tmp_path):
     assert np.abs(with_lora - plain).max() > 1e-3
     pipe.fuse_lora()
     np.testing.assert_allclose(run(pipe, tiny_video()), with_lora, atol=1e-4)
+
+
+@pytest.mark.parametrize("size", [2, 4, 8])
+def test_self_ensemble_averages_runs_on_mirrored_and_transposed_frames(size):
+    """self_ensemble=n is the mean of n separate runs, each on the frames flipped / transposed and mapped back, the
+    runs drawing their noise one after the other from the one generator; a non-square clip comes back its size."""
+    pipe = tiny_pipeline()
+    video = tiny_video(frames=3, height=24, width=40)
+    generator = torch.Generator().manual_seed(0)
+    expected = []
+    transforms = [(False, False, False), (True, False, False), (False, True, False), (True, True, False)]
+    transforms += [(False, False, True), (True, False, True), (False, True, True), (True, True, True)]
+    for flip_w, flip_h, swap in transforms[:size]:
+        frames = video.flip(-1) if flip_w else video  # (F, 3, H, W)
+        frames = frames.flip(-2) if flip_h else frames
+        frames = frames.transpose(-1, -2).contiguous() if swap else frames
+        out = pipe(frames, num_inference_steps=2, generator=generator, output_type="np").frames[0]  # (F, H, W, 3)
+        out = out.transpose(0, 2, 1, 3) if swap else out
+        out = out[:, ::-1] if flip_h else out
+        expected.append(out[:, :, ::-1] if flip_w else out)
+    ensemble = run(pipe, video, self_ensemble=size)
+    assert ensemble.shape == (3, 24, 40, 3)
+    np.testing.assert_allclose(ensemble, np.mean(expected, axis=0), atol=1e-6)
+    # each member differs (the tiny model is not mirror-symmetric), so the average is not one run
+    assert np.abs(expected[1] - expected[0]).max() > 1e-3
+    pil = pipe(video, num_inference_steps=2, generator=torch.Generator().manual_seed(0), self_ensemble=size)
+    np.testing.assert_array_equal(np.asarray(pil.frames[0][1]), (ensemble[1] * 255).round().astype(np.uint8))
+
+
+def test_self_ensemble_callback_runs_each_member_and_an_interrupt_keeps_the_runs_made():
+    pipe = tiny_pipeline()
+    video = tiny_video(frames=2, height=16, width=16)
+    steps = []
+
+    def stop_in_second_run(pipe, step, timestep, callback_kwargs):
+        steps.append(step)
+        if len(steps) == 3:  # the first step of the second run
+            pipe._interrupt = True
+        return {}
+
+    out = run(pipe, video, self_ensemble=4, callback_on_step_end=stop_in_second_run)
+    assert steps == [0, 1, 0]
+    assert np.isfinite(out).all() and out.shape == (2, 16, 16, 3)

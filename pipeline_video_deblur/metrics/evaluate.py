@@ -258,6 +258,13 @@ def add_eval_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--noise-scale", type=non_negative_float, default=None, help="starting noise x this (default: the model's own)"
     )
+    parser.add_argument(
+        "--self-ensemble",
+        type=int,
+        default=1,
+        choices=(1, 2, 4, 8),
+        help="the model's geometric self-ensemble: 1, 2, 4 or 8 mirrored / transposed runs averaged (default 1)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the model's sampling noise")
     parser.add_argument(
         "--segment-frames",
@@ -328,6 +335,7 @@ def _method(args: argparse.Namespace, device: str) -> tuple[str, Callable[[np.nd
             "num_inference_steps": args.steps,
             "strength": args.strength,
             "noise_scale": args.noise_scale,
+            "self_ensemble": getattr(args, "self_ensemble", 1),
             "generator": torch.Generator().manual_seed(args.seed),
         }
         if args.guidance_scale is not None:
@@ -413,6 +421,7 @@ def run_eval(args: argparse.Namespace) -> int:
             guidance_scale=args.guidance_scale,
             strength=args.strength,
             noise_scale=getattr(args, "noise_scale", None),
+            self_ensemble=getattr(args, "self_ensemble", 1),
             segment_frames=segment_frames,
             seed=args.seed,
             device=device,

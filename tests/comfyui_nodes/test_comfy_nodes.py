@@ -292,6 +292,31 @@ def test_long_clips_are_deblurred_segment_by_segment(nodes, loaded, monkeypatch)
         deblur.deblur(loaded, images, 2, 1.0, 1.0, 2, 1, 0, 5, 0.5, 1)
 
 
+def test_self_ensemble_input_reaches_the_pipeline_and_the_bar(nodes, loaded, monkeypatch):
+    """An optional combo (old workflows load with "1"): "4" gives deblur_segments' self_ensemble=4 result, and the
+    bar counts the four runs of every step; a value outside the combo is refused with the value."""
+    from pipeline_video_deblur.segments import deblur_segments
+
+    deblur = nodes.NODE_CLASS_MAPPINGS["VideoDeblur"]
+    spec = deblur.INPUT_TYPES()
+    assert "self_ensemble" not in spec["required"]
+    assert spec["optional"]["self_ensemble"][0] == ["1", "2", "4", "8"]
+    assert spec["optional"]["self_ensemble"][1]["default"] == "1"
+    seen = install_comfy(monkeypatch)
+    images = blurred_images(frames=3, size=16)
+    (result,) = deblur().deblur(loaded, images, 2, 1.0, 1.0, 16, 4, 0, 3, 0.5, 64, "4")
+    assert seen.totals == [2 * 3 * 4] and seen.updates == [3] * (2 * 4)
+    expected = deblur_segments(
+        loaded.pipeline, images.numpy(), num_frames=16, frame_overlap=4, as_uint8=False, num_inference_steps=2,
+        guidance_scale=1.0, noise_scale=0.5, self_ensemble=4, generator=torch.Generator().manual_seed(3),
+    )  # fmt: skip
+    torch.testing.assert_close(result, torch.from_numpy(np.stack(list(expected))), rtol=0, atol=1e-6)
+    (single,) = deblur().deblur(loaded, images, 2, 1.0, 1.0, 16, 4, 0, 3, 0.5, 64)
+    assert not torch.allclose(single, result, atol=1e-4)
+    with pytest.raises(ValueError, match=r"`self_ensemble` must be one of \['1', '2', '4', '8'\], got '3'"):
+        deblur().deblur(loaded, images, 2, 1.0, 1.0, 16, 4, 0, 3, 0.5, 64, "3")
+
+
 def test_noise_scale_input_defaults_to_the_models_own(nodes):
     """-1 is the widget's stand-in for "the model's config.noise_scale"; optional, so old workflows still load."""
     deblur = nodes.NODE_CLASS_MAPPINGS["VideoDeblur"]

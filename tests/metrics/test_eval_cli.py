@@ -222,6 +222,17 @@ def test_eval_scores_what_run_writes_segment_by_segment(tmp_path):
     assert seg["videos"]["synth_test_000"]["psnr"] == pytest.approx(expected, abs=1e-6)
     assert seg["videos"]["synth_test_000"]["psnr"] != whole["videos"]["synth_test_000"]["psnr"]
 
+    # --self-ensemble reaches the pipeline (scores of its self_ensemble=2 output) and is recorded
+    assert run_eval(_args(**common, segment_frames=0, self_ensemble=2, out=str(tmp_path / "ens.json"))) == 0
+    ensemble = json.loads((tmp_path / "ens.json").read_text())
+    assert ensemble["settings"]["self_ensemble"] == 2 and whole["settings"]["self_ensemble"] == 1
+    frames = pipe(blur, num_inference_steps=1, noise_scale=1.0, self_ensemble=2, output_type="np",
+                  generator=torch.Generator().manual_seed(0)).frames[0]  # fmt: skip
+    frames = (frames * 255).round().astype(np.uint8)
+    expected = np.mean([psnr(f, s) for f, s in zip(frames, sharp)])
+    assert ensemble["videos"]["synth_test_000"]["psnr"] == pytest.approx(expected, abs=1e-6)
+    assert ensemble["videos"]["synth_test_000"]["psnr"] != whole["videos"]["synth_test_000"]["psnr"]
+
     with pytest.raises(
         ValueError, match=r"--segment-frames must be 0 \(each sequence at once\) or at least 16 .*, got 8"
     ):
