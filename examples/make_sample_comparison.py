@@ -1,6 +1,7 @@
 """Deblur the bundled sample with a model and write the README's before / after image.
 
     python examples/make_sample_comparison.py [--model default] [--steps 10] [--guidance-scale 1] [--noise-scale S]
+                                              [--self-ensemble 1|2|4|8]
 
 Rows: the middle frame of examples/sample_blurred.mp4, the model's output and the sharp reference
 (examples/sample_sharp_reference.mp4, the synthetic clip's ground truth), each with its PSNR.
@@ -30,6 +31,9 @@ def main() -> None:
     parser.add_argument("--guidance-scale", type=positive_float, default=2.0)
     parser.add_argument("--strength", type=strength_fraction, default=1.0)
     parser.add_argument("--noise-scale", type=non_negative_float, default=None, help="default: the model's own")
+    parser.add_argument(
+        "--self-ensemble", type=int, default=1, choices=(1, 2, 4, 8), help="the pipeline's self_ensemble"
+    )
     parser.add_argument("--out", default=os.path.join(HERE, "sample_comparison.png"))
     args = parser.parse_args()
 
@@ -46,6 +50,7 @@ def main() -> None:
         guidance_scale=args.guidance_scale,
         strength=args.strength,
         noise_scale=args.noise_scale,
+        self_ensemble=args.self_ensemble,
         generator=torch.Generator().manual_seed(0),
         output_type="np",
     ).frames[0]
@@ -64,7 +69,7 @@ def main() -> None:
     noise = pipe.default_noise_scale if args.noise_scale is None else args.noise_scale
     print(
         f"wrote {args.out} ({args.steps} steps, CFG {args.guidance_scale:g}, strength {args.strength:g}, "
-        f"noise x {noise:g})"
+        f"noise x {noise:g}, self-ensemble {args.self_ensemble})"
     )
     print("PSNR over the clip: " + ", ".join(scores[:2]))
 

@@ -215,9 +215,11 @@ def test_bad_arguments_are_named(tmp_path):
         ("--strength", "0", "a number in (0, 1]"),
         ("--steps", "0", "a positive integer"),
         ("--guidance-scale", "x", "a positive number"),
+        ("--self-ensemble", "3", "invalid choice: 3 (choose from 1, 2, 4, 8)"),
     ):
         result = subprocess.run(
             [sys.executable, script, flag, value, "--out", str(out)], capture_output=True, text=True, timeout=600
         )
-        assert result.returncode == 2 and f"argument {flag}: expected {expected}, got '{value}'" in result.stderr
+        message = expected if "choice" in expected else f"expected {expected}, got '{value}'"
+        assert result.returncode == 2 and f"argument {flag}: {message}" in result.stderr
         assert not out.exists()
