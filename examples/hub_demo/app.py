@@ -1,8 +1,8 @@
 """Video deblurring demo (a Gradio app laid out as a Hugging Face Space).
 
 Upload a short blurred video (or pick the bundled sample), choose the number of denoising steps, the strength, the
-starting noise and the seed, and get the deblurred video, a before/after comparison of the middle frame and the time
-it took. It runs the model embedded in the `video-deblur` package, on the CPU, with no download.
+starting noise, the seed and the self-ensemble, and get the deblurred video, a before/after comparison of the middle
+frame and the time it took. It runs the model embedded in the `video-deblur` package, on the CPU, with no download.
 
 Settings, from environment variables (the defaults suit a free CPU Space):
     VIDEO_DEBLUR_MODEL       pipeline folder or Hub id; "default" (the default) is the embedded default model
@@ -10,6 +10,7 @@ Settings, from environment variables (the defaults suit a free CPU Space):
     VIDEO_DEBLUR_STEPS       initial number of denoising steps (1: the default model's best measured setting)
     VIDEO_DEBLUR_MAX_FRAMES  longest clip accepted, in frames (32)
     VIDEO_DEBLUR_MAX_SIDE    largest frame side accepted, in pixels (256)
+    VIDEO_DEBLUR_MAX_STEPS   most denoising steps a request may run, every run of the self-ensemble counted (50)
 GRADIO_SERVER_NAME / GRADIO_SERVER_PORT choose where it listens (Gradio's own variables).
 
 Run it with `python examples/hub_demo/app.py`.
@@ -31,6 +32,7 @@ import torch
 
 from pipeline_video_deblur import VideoDeblurPipeline
 from pipeline_video_deblur.data import read_video, write_video
+from pipeline_video_deblur.pipeline_video_deblur import SELF_ENSEMBLE_SIZES
 
 HERE = Path(__file__).resolve().parent
 
@@ -51,6 +53,9 @@ DEFAULT_STEPS = int(os.environ.get("VIDEO_DEBLUR_STEPS", "1"))
 # step, two with guidance). These limits keep a request short on a 2-vCPU Space; raise them on bigger hardware.
 MAX_FRAMES = int(os.environ.get("VIDEO_DEBLUR_MAX_FRAMES", "32"))
 MAX_SIDE = int(os.environ.get("VIDEO_DEBLUR_MAX_SIDE", "256"))
+# The self-ensemble runs the sampler once per mirrored / transposed copy of the clip: its steps are counted that many
+# times. The default, 50, is the steps slider's top: a single run from the page is never refused.
+MAX_STEPS = int(os.environ.get("VIDEO_DEBLUR_MAX_STEPS", "50"))
 MAX_FILE_SIZE = "50mb"
 # Each request writes its video into a folder of its own under OUTPUTS. Gradio copies what it serves into its own
 # cache (cleaned by `delete_cache` below), so a request's folder is removed by the first request an hour later: a
@@ -122,6 +127,17 @@ def check_limits(frames: int, width: int, height: int, fps: float | None = None)
         )
 
 
+def check_steps(steps: int, strength: float, self_ensemble: int) -> None:
+    total = round(steps * strength) * self_ensemble  # the steps each run makes (after `strength`), in every run
+    if total > MAX_STEPS:
+        ensemble = f" x self-ensemble {self_ensemble}" if self_ensemble > 1 else ""
+        raise gr.Error(
+            f"{steps} steps at strength {strength:g}{ensemble} run {total} denoising steps; the demo runs at most "
+            f"{MAX_STEPS}. Lower the steps or the self-ensemble, or run `video-deblur run` locally, which has no "
+            "such limit."
+        )
+
+
 def comparison(before: np.ndarray, after: np.ndarray) -> PIL.Image.Image:
     """Before (left) and after (right), side by side with a white gap: uint8 frames (H, W, 3)."""
     height, width = before.shape[:2]
@@ -139,9 +155,11 @@ def deblur(
     seed: int,
     noise_scale: float | None = None,
     progress=gr.Progress(),
+    self_ensemble: int = 1,
 ):
     """The demo's one action: returns (deblurred video path, comparison image, timing text). `noise_scale` None is
-    the model's own."""
+    the model's own; `self_ensemble` (1, 2, 4 or 8) deblurs the clip that many times, mirrored / transposed, and
+    averages the results."""
     started = time.perf_counter()
     if not video_path:
         raise gr.Error("Upload a video or pick the sample first.")
@@ -153,6 +171,10 @@ def deblur(
         raise gr.Error(f"Strength must be in (0, 1], got {strength}.")
     if round(steps * strength) < 1:
         raise gr.Error(f"{steps} steps at strength {strength} leave no denoising step: raise either.")
+    if isinstance(self_ensemble, bool) or self_ensemble not in SELF_ENSEMBLE_SIZES:
+        raise gr.Error(f"Self-ensemble must be 1, 2, 4 or 8, got {self_ensemble!r}.")
+    self_ensemble = int(self_ensemble)
+    check_steps(steps, strength, self_ensemble)
 
     # 1. Check the clip against the demo's limits before decoding all of it
     progress(0.0, desc="Reading the video")
@@ -170,8 +192,12 @@ def deblur(
     if noise_scale is None:
         noise_scale = pipe.default_noise_scale
 
+    done = 0  # steps over every run of the self-ensemble (`step` starts again at 0 in each)
+
     def on_step_end(pipe, step, timestep, callback_kwargs):
-        progress((step + 1, pipe.num_timesteps), desc="Denoising", unit="steps")
+        nonlocal done
+        done += 1
+        progress((done, pipe.num_timesteps * self_ensemble), desc="Denoising", unit="steps")
         return {}
 
     try:
@@ -183,6 +209,7 @@ def deblur(
             generator=torch.Generator().manual_seed(seed),
             output_type="np",
             callback_on_step_end=on_step_end,
+            self_ensemble=self_ensemble,
         ).frames[0]
     except ValueError as error:
         raise gr.Error(str(error)) from None
@@ -199,9 +226,10 @@ def deblur(
     middle = len(sharp) // 2
     image = comparison(clip.frames[middle], sharp[middle])
     elapsed = time.perf_counter() - started
+    ensemble = f", self-ensemble of {self_ensemble} runs" if self_ensemble > 1 else ""
     timing = (
         f"Deblurred {len(sharp)} frames of {sharp.shape[2]}x{sharp.shape[1]} in {elapsed:.1f} s "
-        f"({steps} steps, strength {strength:g}, starting noise {noise_scale:g}, seed {seed}, CPU)."
+        f"({steps} steps, strength {strength:g}, starting noise {noise_scale:g}, seed {seed}{ensemble}, CPU)."
     )
     return str(out_path), image, timing
 
@@ -211,7 +239,8 @@ def build_demo() -> gr.Blocks:
         gr.Markdown(
             "# Video deblurring with a video diffusion model\n"
             "Upload a short blurred clip or pick the sample below, then press **Deblur**. The model runs on the CPU: "
-            f"clips up to {MAX_FRAMES} frames and {MAX_SIDE} px on the longer side."
+            f"clips up to {MAX_FRAMES} frames and {MAX_SIDE} px on the longer side, {MAX_STEPS} denoising steps in "
+            "all (steps x self-ensemble)."
         )
         with gr.Row():
             with gr.Column():
@@ -237,6 +266,14 @@ def build_demo() -> gr.Blocks:
                     elem_id="noise_scale",
                 )
                 seed = gr.Number(value=0, precision=0, label="Seed", elem_id="seed")
+                self_ensemble = gr.Radio(
+                    list(SELF_ENSEMBLE_SIZES),
+                    value=1,
+                    label="Self-ensemble",
+                    info="Deblurs the clip this many times, mirrored / transposed, and averages the results: "
+                    "steadier and more faithful, but it multiplies the time by as much",
+                    elem_id="self_ensemble",
+                )
                 run = gr.Button("Deblur", variant="primary", elem_id="deblur-button")
             with gr.Column():
                 video_out = gr.Video(label="Deblurred video", interactive=False, elem_id="output-video")
@@ -249,7 +286,11 @@ def build_demo() -> gr.Blocks:
                 timing = gr.Markdown(elem_id="timing")
         if os.path.isfile(SAMPLE):
             gr.Examples(examples=[[SAMPLE]], inputs=[video_in], label="Sample")
-        run.click(deblur, inputs=[video_in, steps, strength, seed, noise_scale], outputs=[video_out, compare, timing])
+        run.click(
+            deblur,
+            inputs=[video_in, steps, strength, seed, noise_scale, self_ensemble],
+            outputs=[video_out, compare, timing],
+        )
     return demo
 
 

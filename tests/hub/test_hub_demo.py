@@ -110,6 +110,75 @@ def test_starting_noise_reaches_the_pipeline(app, sample_video):
         app.deblur(str(sample_video), 2, 1.0, 0, -0.5, progress=noop)
 
 
+def test_self_ensemble_reaches_the_pipeline(app, sample_video, tmp_path):
+    """The demo's self-ensemble of 2 is the pipeline's own (same clip, seed and settings, called directly), differs
+    from a single run, moves the progress bar over both runs and shows in the time; other sizes are refused."""
+    import numpy as np
+    import torch
+
+    from pipeline_video_deblur.data import write_video
+
+    calls = []
+
+    def progress(value, desc=None, unit=None):
+        calls.append((value, desc))
+
+    video_path, image, timing = app.deblur(str(sample_video), 2, 1.0, 5, 1.0, progress=progress, self_ensemble=2)
+    assert "seed 5, self-ensemble of 2 runs, CPU)." in timing
+    assert [value for value, desc in calls if desc == "Denoising"] == [(1, 4), (2, 4), (3, 4), (4, 4)]
+
+    clip = read_video(sample_video)
+    direct = app.get_pipeline()(
+        clip.frames,
+        num_inference_steps=2,
+        strength=1.0,
+        noise_scale=1.0,
+        generator=torch.Generator().manual_seed(5),
+        output_type="np",
+        self_ensemble=2,
+    ).frames[0]
+    direct = (direct * 255).round().astype(np.uint8)
+    middle = len(direct) // 2
+    # The comparison's right half is the demo's middle frame before video coding: the pipeline's, exactly.
+    assert (np.asarray(image)[:, -direct.shape[2] :] == direct[middle]).all()
+    written = tmp_path / "direct.mp4"
+    write_video(direct, written, fps=clip.fps)  # 64 x 64: the demo writes it the same way, with no padding
+    assert (read_video(video_path).frames == read_video(written).frames).all()
+
+    single_path, single_image, single_timing = app.deblur(
+        str(sample_video), 2, 1.0, 5, 1.0, progress=lambda *a, **k: None
+    )
+    assert "self-ensemble" not in single_timing
+    assert (np.asarray(single_image) != np.asarray(image)).any()
+    assert (read_video(single_path).frames != read_video(video_path).frames).any()
+
+    noop = lambda *a, **k: None  # noqa: E731
+    for bad in (3, 0, 16, True, "2", None):
+        with pytest.raises(gr.Error, match=rf"Self-ensemble must be 1, 2, 4 or 8, got {re.escape(repr(bad))}\."):
+            app.deblur(str(sample_video), 2, 1.0, 0, progress=noop, self_ensemble=bad)
+
+
+def test_self_ensemble_control(app):
+    """A 1 / 2 / 4 / 8 choice, 1 first, saying what it costs, sent by the Deblur button as deblur's last argument."""
+    import inspect
+
+    demo = app.build_demo()
+    radios = [b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "self_ensemble"]
+    assert len(radios) == 1
+    radio = radios[0]
+    assert isinstance(radio, gr.Radio) and radio.label == "Self-ensemble"
+    assert [value for _, value in radio.choices] == [1, 2, 4, 8] and radio.value == 1
+    assert "multiplies the time" in radio.info
+    clicks = [fn for fn in demo.fns.values() if fn.name == "deblur"]
+    assert len(clicks) == 1 and clicks[0].inputs[-1] is radio
+    # Gradio passes the inputs in order, the progress tracker put in at its own place: the radio's value lands on
+    # `self_ensemble`.
+    values = list(range(len(clicks[0].inputs)))  # each input's position
+    args, progress_index = gr.helpers.special_args(app.deblur, list(values))[:2]
+    names = list(inspect.signature(app.deblur).parameters)
+    assert names[progress_index] == "progress" and args[names.index("self_ensemble")] == values[-1]
+
+
 def test_clear_errors(app, tmp_path):
     noop = lambda *a, **k: None  # noqa: E731
     with pytest.raises(gr.Error, match="Upload a video or pick the sample"):
@@ -145,23 +214,44 @@ def test_an_odd_sized_clip_comes_back_in_a_format_browsers_play(app, tmp_path):
 
 
 def test_limits(monkeypatch, tiny_folder, tmp_path):
-    app = load_app(monkeypatch, VIDEO_DEBLUR_MODEL=tiny_folder, VIDEO_DEBLUR_MAX_FRAMES=6, VIDEO_DEBLUR_MAX_SIDE=48)
+    app = load_app(
+        monkeypatch,
+        VIDEO_DEBLUR_MODEL=tiny_folder,
+        VIDEO_DEBLUR_MAX_FRAMES=6,
+        VIDEO_DEBLUR_MAX_SIDE=48,
+        VIDEO_DEBLUR_MAX_STEPS=8,
+    )
     noop = lambda *a, **k: None  # noqa: E731
     long_clip = write_sample(tmp_path / "long.mp4", frames=8, size=32)
     with pytest.raises(gr.Error, match="too long for the demo: it takes at most 6 frames"):
         app.deblur(str(long_clip), 2, 1.0, 0, progress=noop)
+    # Denoising steps are counted after strength, in every run of the self-ensemble, before the clip is read.
+    with pytest.raises(
+        gr.Error, match=r"3 steps at strength 1 x self-ensemble 4 run 12 denoising steps; the demo runs at most 8\."
+    ):
+        app.deblur(str(long_clip), 3, 1.0, 0, progress=noop, self_ensemble=4)
+    with pytest.raises(gr.Error, match=r"9 steps at strength 1 run 9 denoising steps; the demo runs at most 8\."):
+        app.deblur(str(long_clip), 9, 1.0, 0, progress=noop)
+    with pytest.raises(gr.Error, match="too long for the demo"):  # 8 steps at strength 0.5, twice: within the limit
+        app.deblur(str(long_clip), 8, 0.5, 0, progress=noop, self_ensemble=2)
     large_clip = write_sample(tmp_path / "large.mp4", frames=4, size=64)
     with pytest.raises(gr.Error, match="64x64; the demo takes at most 48 pixels"):
         app.deblur(str(large_clip), 2, 1.0, 0, progress=noop)
 
 
 def test_default_settings_are_documented(monkeypatch):
-    for key in ("VIDEO_DEBLUR_MODEL", "VIDEO_DEBLUR_SAMPLE", "VIDEO_DEBLUR_MAX_FRAMES", "VIDEO_DEBLUR_MAX_SIDE"):
+    for key in (
+        "VIDEO_DEBLUR_MODEL",
+        "VIDEO_DEBLUR_SAMPLE",
+        "VIDEO_DEBLUR_MAX_FRAMES",
+        "VIDEO_DEBLUR_MAX_SIDE",
+        "VIDEO_DEBLUR_MAX_STEPS",
+    ):
         monkeypatch.delenv(key, raising=False)
     app = load_app(monkeypatch)
-    assert app.MODEL == "default" and app.MAX_FRAMES == 32 and app.MAX_SIDE == 256
+    assert app.MODEL == "default" and app.MAX_FRAMES == 32 and app.MAX_SIDE == 256 and app.MAX_STEPS == 50
     readme = " ".join((DEMO_DIR / "README.md").read_text().split())
-    assert "**32 frames**" in readme and "**256 pixels**" in readme
+    assert "**32 frames**" in readme and "**256 pixels**" in readme and "**50 denoising steps**" in readme
 
 
 def test_space_files():
