@@ -34,6 +34,7 @@ from pipeline_video_deblur.cli import (  # noqa: E402
     positive_int,
     strength_fraction,
 )
+from pipeline_video_deblur.pipeline_video_deblur import SELF_ENSEMBLE_SIZES  # noqa: E402
 
 
 def load_test_clips(cache: str) -> list[tuple[str, np.ndarray, np.ndarray]]:
@@ -142,14 +143,14 @@ def main() -> None:
         "--self-ensemble",
         type=int,
         default=1,
-        choices=(1, 2, 4, 8),
+        choices=SELF_ENSEMBLE_SIZES,
         help="default setting: the pipeline's self_ensemble (mirrored / transposed runs averaged; default 1)",
     )
     parser.add_argument("--fast-steps", type=positive_int, default=10)
     parser.add_argument("--fast-guidance-scale", type=positive_float, default=1.0)
     parser.add_argument("--fast-strength", type=strength_fraction, default=1.0)
     parser.add_argument("--fast-noise-scale", type=non_negative_float, default=None, help="default: the model's own")
-    parser.add_argument("--fast-self-ensemble", type=int, default=1, choices=(1, 2, 4, 8))
+    parser.add_argument("--fast-self-ensemble", type=int, default=1, choices=SELF_ENSEMBLE_SIZES)
     parser.add_argument("--cache", default=os.path.join(HERE, "..", "runs", "benchmark_synth_test_seed0"))
     parser.add_argument("--out", default=os.path.join(HERE, "results", "quality.json"))
     parser.add_argument("--figure", default=os.path.join(HERE, "results", "quality.png"))

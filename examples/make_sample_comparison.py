@@ -19,6 +19,7 @@ import torch
 
 from pipeline_video_deblur.atomic import atomic_path
 from pipeline_video_deblur.cli import non_negative_float, positive_float, positive_int, strength_fraction
+from pipeline_video_deblur.pipeline_video_deblur import SELF_ENSEMBLE_SIZES
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -32,7 +33,7 @@ def main() -> None:
     parser.add_argument("--strength", type=strength_fraction, default=1.0)
     parser.add_argument("--noise-scale", type=non_negative_float, default=None, help="default: the model's own")
     parser.add_argument(
-        "--self-ensemble", type=int, default=1, choices=(1, 2, 4, 8), help="the pipeline's self_ensemble"
+        "--self-ensemble", type=int, default=1, choices=SELF_ENSEMBLE_SIZES, help="the pipeline's self_ensemble"
     )
     parser.add_argument("--out", default=os.path.join(HERE, "sample_comparison.png"))
     args = parser.parse_args()

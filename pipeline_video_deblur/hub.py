@@ -263,6 +263,10 @@ def _call_options(results: dict | None) -> dict[str, Any]:
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 options[name] = value
                 break
+    # measured with the self-ensemble (eval --self-ensemble N): the snippet runs it too; 1, the default, is left out
+    ensemble = settings.get("self_ensemble")
+    if isinstance(ensemble, int) and not isinstance(ensemble, bool) and ensemble in (2, 4, 8):
+        options["self_ensemble"] = ensemble
     return options
 
 

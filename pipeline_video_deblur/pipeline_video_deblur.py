@@ -622,8 +622,10 @@ class VideoDeblurPipeline(DiffusionPipeline):
                 1, 2, 4 or 8. Above 1 the clip is deblurred that many times, under mirrored (2, 4) and also
                 transposed (8) frames, and the outputs, mapped back, are averaged: that many times the cost for a
                 steadier, more faithful answer (the embedded model's card has the gain). Each run draws its own
-                starting noise from `generator`, the callback is called for every step of every run, and an
-                interrupt ends the ensemble with the runs made so far. Not with `output_type="latent"`.
+                starting noise from `generator`. The callback is called for every step of every run: `step`
+                starts again at 0 in each, and its latents are in that run's mirrored / transposed layout (height
+                and width swapped in runs 5 to 8). An interrupt ends the ensemble with the runs finished before it
+                (the interrupted run itself only when it is the first). Not with `output_type="latent"`.
             return_dict (`bool`, defaults to `True`): return a [`VideoDeblurPipelineOutput`] instead of a tuple.
 
         Returns:
@@ -654,7 +656,7 @@ class VideoDeblurPipeline(DiffusionPipeline):
             raise ValueError(f"`decode_chunk_size` must be a positive integer, got {decode_chunk_size!r}")
         self._guidance_scale = guidance_scale
         self._interrupt = False
-        # 2-7. Sample (once, or under each transform of the self-ensemble) and decode
+        # 2-7. Sample and decode: in `_sample`, since the self-ensemble runs those steps once per transform
         sample_kwargs = dict(
             num_inference_steps=num_inference_steps,
             strength=strength,
@@ -676,7 +678,9 @@ class VideoDeblurPipeline(DiffusionPipeline):
             total, runs = None, 0
             for transform in SELF_ENSEMBLE_TRANSFORMS[: int(self_ensemble)]:
                 run = self._sample(_frames_transform(pixels, transform).contiguous(), **sample_kwargs)
-                run = _frames_transform(run, transform, inverse=True).float()
+                if self.interrupt and runs > 0:
+                    break  # a run stopped part-way would mix its noisy frames into the finished ones
+                run = _frames_transform(run, transform, inverse=True)
                 total = run if total is None else total + run
                 runs += 1
                 if self.interrupt:

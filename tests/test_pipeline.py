@@ -365,7 +365,7 @@ def test_self_ensemble_averages_runs_on_mirrored_and_transposed_frames(size):
     np.testing.assert_array_equal(np.asarray(pil.frames[0][1]), (ensemble[1] * 255).round().astype(np.uint8))
 
 
-def test_self_ensemble_callback_runs_each_member_and_an_interrupt_keeps_the_runs_made():
+def test_self_ensemble_callback_runs_each_member_and_an_interrupt_keeps_the_finished_runs():
     pipe = tiny_pipeline()
     video = tiny_video(frames=2, height=16, width=16)
     steps = []
@@ -378,4 +378,14 @@ def test_self_ensemble_callback_runs_each_member_and_an_interrupt_keeps_the_runs
 
     out = run(pipe, video, self_ensemble=4, callback_on_step_end=stop_in_second_run)
     assert steps == [0, 1, 0]
-    assert np.isfinite(out).all() and out.shape == (2, 16, 16, 3)
+    # the second run, stopped part-way, is left out: the result is the first run alone
+    np.testing.assert_allclose(out, run(pipe, video), atol=1e-6)
+
+    def stop_in_first_run(pipe, step, timestep, callback_kwargs):
+        pipe._interrupt = True
+        return {}
+
+    # stopped in the first run, that run is what there is (as without the ensemble)
+    stopped = run(pipe, video, self_ensemble=4, callback_on_step_end=stop_in_first_run)
+    np.testing.assert_allclose(stopped, run(pipe, video, callback_on_step_end=stop_in_first_run), atol=1e-6)
+    assert np.abs(stopped - out).max() > 1e-3

@@ -154,8 +154,8 @@ def deblur(
     strength: float,
     seed: int,
     noise_scale: float | None = None,
-    progress=gr.Progress(),
     self_ensemble: int = 1,
+    progress=gr.Progress(),
 ):
     """The demo's one action: returns (deblurred video path, comparison image, timing text). `noise_scale` None is
     the model's own; `self_ensemble` (1, 2, 4 or 8) deblurs the clip that many times, mirrored / transposed, and

@@ -374,6 +374,10 @@ def run_eval(args: argparse.Namespace) -> int:
             f"--out {args.out!r}: {' and '.join(existing)} already exist(s); pass --overwrite to replace, or choose "
             "another --out"
         )
+    if getattr(args, "baseline", None) is not None and getattr(args, "self_ensemble", 1) != 1:
+        raise ValueError(
+            f"--self-ensemble {args.self_ensemble} applies to --model only; a baseline runs once (drop the option)"
+        )
     segment_frames = getattr(args, "segment_frames", DEFAULT_SEGMENT_FRAMES)
     if getattr(args, "model", None) is not None and segment_frames != 0 and segment_frames < 16:
         raise ValueError(

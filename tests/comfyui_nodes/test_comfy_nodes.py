@@ -300,7 +300,9 @@ def test_self_ensemble_input_reaches_the_pipeline_and_the_bar(nodes, loaded, mon
     deblur = nodes.NODE_CLASS_MAPPINGS["VideoDeblur"]
     spec = deblur.INPUT_TYPES()
     assert "self_ensemble" not in spec["required"]
-    assert spec["optional"]["self_ensemble"][0] == ["1", "2", "4", "8"]
+    from pipeline_video_deblur.pipeline_video_deblur import SELF_ENSEMBLE_SIZES
+
+    assert spec["optional"]["self_ensemble"][0] == [str(size) for size in SELF_ENSEMBLE_SIZES]
     assert spec["optional"]["self_ensemble"][1]["default"] == "1"
     seen = install_comfy(monkeypatch)
     images = blurred_images(frames=3, size=16)

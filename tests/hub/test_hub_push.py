@@ -246,6 +246,10 @@ def test_card_snippet_takes_the_measured_options():
     # A value that is not a number (an old or hand-written results.json) is left out: the model's own applies.
     for odd in (None, True, "0.4"):
         assert "noise_scale" not in _call_options({"settings": {"noise_scale": odd}})
+    # results measured with the self-ensemble give a snippet that runs it; 1 (the default) and odd values do not
+    assert _call_options({"settings": {"self_ensemble": 8}}) == {"num_inference_steps": 50, "self_ensemble": 8}
+    for plain in (1, 3, True, "8", None):
+        assert "self_ensemble" not in _call_options({"settings": {"self_ensemble": plain}})
 
 
 def test_card_package_snippet_runs(tiny_folder, tmp_path, results_file, monkeypatch):

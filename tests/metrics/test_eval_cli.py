@@ -239,3 +239,21 @@ def test_eval_scores_what_run_writes_segment_by_segment(tmp_path):
         run_eval(
             _args(**{**common, "root": str(tmp_path / "missing")}, segment_frames=8, out=str(tmp_path / "b.json"))
         )
+
+
+def test_self_ensemble_is_refused_with_a_baseline_and_its_choices_are_the_pipelines(tmp_path):
+    """A baseline runs once: --self-ensemble with it is refused, not ignored. The flag's choices in `run` and `eval`
+    are the pipeline's sizes (the CLI does not import the pipeline module to start; this keeps them together)."""
+    from pipeline_video_deblur.cli import build_parser
+    from pipeline_video_deblur.pipeline_video_deblur import SELF_ENSEMBLE_SIZES
+
+    args = _args(root=str(tmp_path), baseline="unsharp", self_ensemble=4, out=str(tmp_path / "r.json"))
+    with pytest.raises(ValueError, match=r"--self-ensemble 4 applies to --model only"):
+        run_eval(args)
+    assert not (tmp_path / "r.json").exists()
+
+    def choices(parser):
+        return next(tuple(a.choices) for a in parser._actions if "--self-ensemble" in a.option_strings)
+
+    subcommands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices
+    assert choices(subcommands["run"]) == choices(subcommands["eval"]) == SELF_ENSEMBLE_SIZES
