@@ -155,6 +155,33 @@ def test_noise_scale_sweep(cache, tmp_path):
         assert image.width > 0
 
 
+def test_self_ensemble(cache, tmp_path):
+    out = tmp_path / "ensemble.json"
+    result = benchmark(
+        "self_ensemble.py",
+        *("--cache", cache, "--out", out, "--device", "cpu", "--max-clips", 1, "--num-frames", 4),
+    )
+    data = json.loads(out.read_text())
+    rows = data["rows"]
+    assert [(r["runs"], r["label"]) for r in rows] == [
+        (0, "blurred input"),
+        (1, "one run"),
+        (2, "x2 ensemble"),
+        (4, "x4 ensemble"),
+        (8, "x8 ensemble"),
+        (16, "x8 ensemble + time reversal"),
+    ]
+    assert all(10 < r["psnr"] < 60 for r in rows), rows
+    assert len({round(r["psnr"], 6) for r in rows}) == len(rows)  # every row is its own answer
+    assert rows[4]["seconds_per_frame"] > rows[1]["seconds_per_frame"]  # 8 runs cost more than one
+    gains = data["gain_over_one_run_db"]
+    assert gains["x8 ensemble"] == pytest.approx(rows[4]["psnr"] - rows[1]["psnr"])
+    assert data["setting"]["steps"] == 1 and data["setting"]["noise_scale"] == 0 and data["frames_per_clip"] == [4]
+    assert "x8 ensemble + time reversal:" in result.stdout
+    with PIL.Image.open(out.with_suffix(".png")) as image:
+        assert image.width > 0
+
+
 def test_long_clip_memory(tmp_path):
     out = tmp_path / "memory.json"
     result = benchmark("long_clip_memory.py", "--frames", "40,20", "--size", 32, "--segment-frames", 16, "--out", out)

@@ -1,0 +1,140 @@
+"""What the geometric self-ensemble buys: one setting at `self_ensemble` 1, 2, 4 and 8, and 8 with time reversal.
+
+    python benchmarks/self_ensemble.py                                   # the main job's setting: 1 step, CFG 1
+    python benchmarks/self_ensemble.py --steps 50 --guidance-scale 2 --max-clips 1   # the default setting, 1 clip
+    python benchmarks/self_ensemble.py --max-clips 1 --num-frames 8     # a quick look
+
+`self_ensemble=n` deblurs the clip n times, with its frames mirrored left-right (2), also up-down (4) and also
+transposed (8), maps each result back and averages them. The last row adds time reversal: the x8 ensemble of the
+clip played backwards, put back in order and averaged with the forward x8 (16 runs), which says whether the frames'
+order is worth a place in the ensemble. Every row runs through the pipeline's own `self_ensemble`. On the quality
+benchmark's clips (`video-deblur synth --split test --sequences 4 --frames 16 --size 128x128 --seed 0`) it scores,
+per row: PSNR, SSIM (BasicSR protocol), TCE (8-bit units), the mean colour shift against the sharp frames and
+seconds per frame, next to the blurred input. It prints a table, writes JSON and a figure (PSNR, SSIM and TCE
+against the number of runs, the input's level as a line).
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import os
+import sys
+import time
+
+import numpy as np
+import torch
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+from quality import load_test_clips, row_line, score, to_uint8  # noqa: E402
+from results_io import atomic_path, write_json  # noqa: E402
+
+from pipeline_video_deblur.cli import load_pipeline, non_negative_float, positive_float, positive_int  # noqa: E402
+from pipeline_video_deblur.pipeline_video_deblur import SELF_ENSEMBLE_SIZES  # noqa: E402
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="default", help="'default' (embedded) or a pipeline folder")
+    parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda when available, else cpu)")
+    parser.add_argument("--steps", type=positive_int, default=1, help="denoising steps (default 1, the main job's)")
+    parser.add_argument("--guidance-scale", type=positive_float, default=1.0, help="CFG (default 1, the main job's)")
+    parser.add_argument(
+        "--noise-scale", type=non_negative_float, default=None, help="starting noise x this (default: the model's own)"
+    )
+    parser.add_argument("--max-clips", type=positive_int, default=None, help="the first N benchmark clips only")
+    parser.add_argument("--num-frames", type=positive_int, default=None, help="the first N frames of each clip")
+    parser.add_argument("--cache", default=os.path.join(HERE, "..", "runs", "benchmark_synth_test_seed0"))
+    parser.add_argument("--out", default=os.path.join(HERE, "results", "self_ensemble.json"))
+    parser.add_argument("--figure", default=None, help="the plot (default: --out with .png)")
+    args = parser.parse_args()
+    figure_path = args.figure or os.path.splitext(args.out)[0] + ".png"
+
+    clips = [
+        (name, blur[: args.num_frames], sharp[: args.num_frames])
+        for name, blur, sharp in load_test_clips(args.cache)[: args.max_clips]
+    ]
+    pipe = load_pipeline(args.model, device=args.device)
+    pipe.set_progress_bar_config(disable=True)
+    eta = inspect.signature(pipe.__call__).parameters["eta"].default
+    noise = pipe.default_noise_scale if args.noise_scale is None else args.noise_scale
+
+    def deblur(frames: np.ndarray, size: int) -> np.ndarray:
+        return pipe(
+            frames,
+            num_inference_steps=args.steps,
+            guidance_scale=args.guidance_scale,
+            noise_scale=noise,
+            self_ensemble=size,
+            generator=torch.Generator().manual_seed(0),
+            output_type="np",
+        ).frames[0]
+
+    rows = [{"runs": 0, "label": "blurred input", **score("blurred input", {n: b for n, b, _ in clips}, clips, 0.0)}]
+    print(row_line("blurred input", rows[0]), flush=True)
+    eights = {}  # the x8 outputs (float), reused by the time-reversed row
+    for size in SELF_ENSEMBLE_SIZES:
+        started = time.perf_counter()
+        outputs = {}
+        for name, blur, _ in clips:
+            frames = deblur(blur, size)
+            if size == 8:
+                eights[name] = frames
+            outputs[name] = to_uint8(frames)
+        label = "one run" if size == 1 else f"x{size} ensemble"
+        rows.append({"runs": size, "label": label, **score(label, outputs, clips, time.perf_counter() - started)})
+        print(row_line(label, rows[-1]), flush=True)
+    started = time.perf_counter()
+    outputs = {}
+    for name, blur, _ in clips:
+        backwards = deblur(np.ascontiguousarray(blur[::-1]), 8)[::-1]
+        outputs[name] = to_uint8((eights[name] + backwards) / 2)
+    seconds = time.perf_counter() - started + rows[-1]["seconds_per_frame"] * sum(len(b) for _, b, _ in clips)
+    label = "x8 ensemble + time reversal"
+    rows.append({"runs": 16, "label": label, **score(label, outputs, clips, seconds)})
+    print(row_line(label, rows[-1]), flush=True)
+
+    one = rows[1]
+    result = {
+        "data": "video-deblur synth --split test --sequences 4 --frames 16 --size 128x128 --seed 0",
+        "model": args.model,
+        "setting": {"steps": args.steps, "guidance_scale": args.guidance_scale, "noise_scale": noise, "eta": eta},
+        "clips": len(clips),
+        "frames_per_clip": [len(blur) for _, blur, _ in clips],
+        "machine": f"{os.cpu_count()} CPU cores, torch {torch.__version__}, {torch.get_num_threads()} threads",
+        "device": str(pipe.device),
+        "rows": rows,
+        "gain_over_one_run_db": {row["label"]: row["psnr"] - one["psnr"] for row in rows[2:]},
+    }
+    write_json(args.out, result, default=float)
+    for row in rows[2:]:
+        print(f"{row['label']}: {row['psnr'] - one['psnr']:+.3f} dB over one run")
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, 3, figsize=(12, 3.5))
+    for axis, key in zip(axes, ("psnr", "ssim", "tce")):
+        axis.plot([r["runs"] for r in rows[1:-1]], [r[key] for r in rows[1:-1]], "o-", label="mirrored / transposed")
+        axis.plot([rows[-1]["runs"]], [rows[-1][key]], "s", label="x8 + time reversal")
+        axis.axhline(rows[0][key], linestyle="--", color="grey", label="blurred input")
+        axis.set_xscale("log", base=2)
+        axis.set_xlabel("runs averaged")
+        axis.set_ylabel(key.upper() + (" (8-bit, lower is better)" if key == "tce" else ""))
+        axis.grid(alpha=0.3)
+    axes[0].legend()
+    figure.suptitle(
+        f"{args.model}: {args.steps} step(s), CFG {args.guidance_scale:g}, noise {noise:g}, {len(clips)} clip(s)"
+    )
+    figure.tight_layout()
+    with atomic_path(figure_path) as tmp:
+        figure.savefig(tmp, dpi=100, format="png")
+    print(f"wrote {args.out} and {figure_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
