@@ -74,6 +74,12 @@ def add_common_args(parser: argparse.ArgumentParser, learning_rate: float = 5e-5
     data.add_argument("--blur_dir", default="blur", help="GoPro blurred-frame folder: blur (default) or blur_gamma")
     data.add_argument("--num_frames", type=int, default=16, help="frames per training clip (paper: 16)")
     data.add_argument("--resolution", type=int, default=256, help="side of the random square crops (paper: 256)")
+    data.add_argument(
+        "--augment_transpose",
+        action="store_true",
+        help="also swap height and width of half the training crops, so that with the flips every one of the eight "
+        "flips and rotations of the square is drawn (BasicSR's use_rot); off: flips and temporal reversal only",
+    )
     data.add_argument("--train_batch_size", type=int, default=1, help="clips per device per step")
     data.add_argument("--dataloader_num_workers", type=int, default=0, help="0 loads in the main process")
 
@@ -353,6 +359,7 @@ def load_dataset(args: argparse.Namespace, split: str, crop_size: int | None, nu
     from pipeline_video_deblur.data.datasets import DVDDataset, GoProDataset
 
     root = Path(args.train_data_dir)
+    transpose = augment and getattr(args, "augment_transpose", False)
     if not root.is_dir():
         raise FileNotFoundError(f"--train_data_dir {root} does not exist or is not a folder")
     try:
@@ -365,13 +372,25 @@ def load_dataset(args: argparse.Namespace, split: str, crop_size: int | None, nu
                 blur_dir=args.blur_dir,
                 augment=augment,
                 whole_sequences=False,
+                transpose=transpose,
             )
         else:
             dataset = DVDDataset(
-                root, split, num_frames=num_frames, crop_size=crop_size, augment=augment, whole_sequences=False
+                root,
+                split,
+                num_frames=num_frames,
+                crop_size=crop_size,
+                augment=augment,
+                whole_sequences=False,
+                transpose=transpose,
             )
     except ValueError as error:
         raise ValueError(f"--train_data_dir {root} ({split} split, --num_frames {num_frames}): {error}") from None
+    if augment:
+        logger.info(
+            "augmentation: random flips, temporal reversal"
+            + (" and transposes (all eight flips and rotations)" if transpose else " (no transposes)")
+        )
     if crop_size is not None:
         for sequence in dataset.sequences:
             with PILImage.open(sequence.sharp[0]) as image:

@@ -6,7 +6,8 @@
   (DBN, STFAN, EDVR, CDVD-TSP) tests on the 10 videos in ``DVD_TEST_SEQUENCES`` and trains on the other 61.
 
 Training items (``whole_sequences=False``) are windows of ``num_frames`` consecutive frames with one random
-crop shared by blurred and sharp frames, random horizontal / vertical flips and temporal reversal. Test items
+crop shared by blurred and sharp frames, random horizontal / vertical flips and temporal reversal (and, with
+``transpose=True`` and square crops, a random swap of height and width: the eight flips and rotations). Test items
 (``whole_sequences=True``, the default for ``split="test"``) are whole sequences in order with their frame
 names. Frames are float tensors (F, 3, H, W) in [0, 1].
 """
@@ -111,6 +112,9 @@ class PairedVideoDataset(Dataset):
         crop_size: training crop, an int (square) or (H, W); ``None`` keeps whole frames. Not applied to
             whole sequences.
         augment: random flips (horizontal, vertical) and temporal reversal of training windows.
+        transpose: with ``augment``, also swap height and width of half the windows, so that with the flips every
+            one of the eight flips and rotations of the square is drawn (BasicSR's ``use_rot``). Needs a square
+            ``crop_size``. Off by default: the default model's versions <= 0.25 were trained with flips only.
         whole_sequences: yield whole sequences (test mode) instead of training windows.
         max_frames: keep only the first ``max_frames`` frames of each sequence.
     """
@@ -123,6 +127,7 @@ class PairedVideoDataset(Dataset):
         augment: bool = True,
         whole_sequences: bool = False,
         max_frames: int | None = None,
+        transpose: bool = False,
     ):
         if num_frames < 1:
             raise ValueError(f"num_frames must be at least 1, got {num_frames}")
@@ -133,7 +138,12 @@ class PairedVideoDataset(Dataset):
         self.sequences = sequences
         self.num_frames = num_frames
         self.crop_size = _crop_hw(crop_size)
+        if transpose and not whole_sequences and (self.crop_size is None or self.crop_size[0] != self.crop_size[1]):
+            raise ValueError(
+                f"transpose=True swaps height and width, so it needs a square crop_size, got {crop_size!r}"
+            )
         self.augment = augment
+        self.transpose = transpose
         self.whole_sequences = whole_sequences
         self.windows: list[tuple[int, int]] = []
         if not whole_sequences:
@@ -197,6 +207,9 @@ class PairedVideoDataset(Dataset):
             for dims in ((-1,), (-2,), (0,)):  # horizontal flip, vertical flip, temporal reversal
                 if torch.rand(()) < 0.5:
                     blur, sharp = blur.flip(dims), sharp.flip(dims)
+            # Drawn after the flips, so that with transpose=False the random stream is what it always was.
+            if self.transpose and torch.rand(()) < 0.5:
+                blur, sharp = blur.transpose(-1, -2), sharp.transpose(-1, -2)
         return {"blur": blur.contiguous(), "sharp": sharp.contiguous(), "sequence": sequence.name}
 
 
@@ -222,6 +235,7 @@ class GoProDataset(PairedVideoDataset):
         crop_size: training crop size (default 256; ``None`` for whole frames).
         blur_dir: ``"blur"`` (what the field evaluates on) or ``"blur_gamma"``.
         augment: random flips and temporal reversal of training windows.
+        transpose: with ``augment``, also swap height and width of half the windows (square crops only).
         whole_sequences: whole sequences with frame names; default ``True`` for the test split.
         max_frames: keep the first ``max_frames`` frames of each sequence.
         sequences: restrict to these sequence names (default: all, sorted).
@@ -238,6 +252,7 @@ class GoProDataset(PairedVideoDataset):
         whole_sequences: bool | None = None,
         max_frames: int | None = None,
         sequences: list[str] | None = None,
+        transpose: bool = False,
     ):
         if split not in ("train", "test"):
             raise ValueError(f"GoPro split must be 'train' or 'test', got {split!r}")
@@ -269,6 +284,7 @@ class GoProDataset(PairedVideoDataset):
             augment=augment,
             whole_sequences=split == "test" if whole_sequences is None else whole_sequences,
             max_frames=max_frames,
+            transpose=transpose,
         )
 
 
@@ -293,6 +309,7 @@ class DVDDataset(PairedVideoDataset):
         whole_sequences: bool | None = None,
         max_frames: int | None = None,
         sequences: list[str] | None = None,
+        transpose: bool = False,
     ):
         if split not in ("train", "test"):
             raise ValueError(f"DVD split must be 'train' or 'test', got {split!r}")
@@ -329,6 +346,7 @@ class DVDDataset(PairedVideoDataset):
             augment=augment,
             whole_sequences=split == "test" if whole_sequences is None else whole_sequences,
             max_frames=max_frames,
+            transpose=transpose,
         )
 
 

@@ -56,6 +56,34 @@ def test_training_items_crop_pair_and_order(gopro_root):
     assert len(seen_flips) > 2  # flips and reversal happen
 
 
+def test_transpose_draws_all_eight_flips_and_rotations(gopro_root):
+    torch.manual_seed(0)
+    dataset = GoProDataset(gopro_root, "train", num_frames=4, crop_size=8, augment=True, transpose=True)
+    seen = set()
+    for _ in range(6):
+        for index in range(len(dataset)):
+            item = dataset[index]
+            blur, sharp = item["blur"], item["sharp"]
+            assert blur.shape == sharp.shape == (4, 3, 8, 8)
+            torch.testing.assert_close(blur[:, 1:], sharp[:, 1:])  # blur and sharp transposed together
+            column, row = (sharp[0, 1] * 255).round() / 10, (sharp[0, 2] * 255).round() / 10  # G = 10 x, B = 10 y
+            transposed = bool(column[:, 0].diff().abs().eq(1).all())  # x now runs down the rows
+            if transposed:
+                column, row = column.T, row.T
+            assert column[0].diff().abs().eq(1).all() and row[:, 0].diff().abs().eq(1).all()  # a contiguous crop
+            assert column.diff(dim=0).eq(0).all() and row.diff(dim=1).eq(0).all()
+            seen.add((transposed, bool(column[0, 1] < column[0, 0]), bool(row[1, 0] < row[0, 0])))
+    assert len(seen) == 8  # the dihedral group of the square: every flip, with and without the transpose
+    # Off (the default), the same seed gives the same windows as before the option existed: no transposes.
+    torch.manual_seed(0)
+    plain = GoProDataset(gopro_root, "train", num_frames=4, crop_size=8, augment=True)
+    for index in range(len(plain)):
+        column = (plain[index]["sharp"][0, 1] * 255).round() / 10
+        assert column.diff(dim=0).eq(0).all()
+    with pytest.raises(ValueError, match=r"square crop_size, got \(8, 10\)"):
+        GoProDataset(gopro_root, "train", num_frames=4, crop_size=(8, 10), transpose=True)
+
+
 def test_no_augment_no_crop_and_blur_gamma(gopro_root):
     dataset = GoProDataset(gopro_root, "train", num_frames=3, crop_size=None, augment=False, blur_dir="blur_gamma")
     item = dataset[1]

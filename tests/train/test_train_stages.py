@@ -207,9 +207,11 @@ def test_stage2_full_finetune_changes_unet_and_keeps_residual(tmp_path, stage1_r
          "--output_dir", out, "--max_train_steps", "2", "--learning_rate", "1e-3", "--residual",
          "--latent_scaling_factor", "auto", "--timestep_bias_strategy", "later", "--timestep_bias_multiplier", "4",
          "--inference_start_fraction", "0.5", "--sampler_trajectory_fraction", "0.5",
-         "--sampler_trajectory_steps", "10", "--sampler_trajectory_guidance_scale", "2", *TINY_TRAIN_FLAGS]
+         "--sampler_trajectory_steps", "10", "--sampler_trajectory_guidance_scale", "2", "--augment_transpose",
+         *TINY_TRAIN_FLAGS]
     )  # fmt: skip
     log = result.stdout + result.stderr
+    assert "augmentation: random flips, temporal reversal and transposes (all eight flips and rotations)" in log
     # The input pipeline has no noise_scale of its own: the starts are drawn at the standard sampler's 1.
     assert "50% of the samples start at t = 999 from noise x 1 (the sampler's start)" in log
     assert (
