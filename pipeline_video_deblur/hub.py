@@ -247,6 +247,11 @@ def _settings(results: dict | None) -> dict:
     return settings if isinstance(settings, dict) else {}
 
 
+# The pipeline's SELF_ENSEMBLE_SIZES without 1 (the default, left out of the snippet). Written out rather than
+# imported, so that building a card does not load diffusers; a test ties the two.
+SNIPPET_SELF_ENSEMBLE_SIZES = (2, 4, 8)
+
+
 def _call_options(results: dict | None) -> dict[str, Any]:
     """The pipeline options results.json was measured with, for the usage snippet (defaults otherwise)."""
     settings = _settings(results)
@@ -265,7 +270,7 @@ def _call_options(results: dict | None) -> dict[str, Any]:
                 break
     # measured with the self-ensemble (eval --self-ensemble N): the snippet runs it too; 1, the default, is left out
     ensemble = settings.get("self_ensemble")
-    if isinstance(ensemble, int) and not isinstance(ensemble, bool) and ensemble in (2, 4, 8):
+    if isinstance(ensemble, int) and not isinstance(ensemble, bool) and ensemble in SNIPPET_SELF_ENSEMBLE_SIZES:
         options["self_ensemble"] = ensemble
     return options
 

@@ -250,6 +250,12 @@ def test_card_snippet_takes_the_measured_options():
     assert _call_options({"settings": {"self_ensemble": 8}}) == {"num_inference_steps": 50, "self_ensemble": 8}
     for plain in (1, 3, True, "8", None):
         assert "self_ensemble" not in _call_options({"settings": {"self_ensemble": plain}})
+    from pipeline_video_deblur.hub import SNIPPET_SELF_ENSEMBLE_SIZES
+    from pipeline_video_deblur.pipeline_video_deblur import SELF_ENSEMBLE_SIZES
+
+    assert SNIPPET_SELF_ENSEMBLE_SIZES == tuple(size for size in SELF_ENSEMBLE_SIZES if size != 1)
+    for size in SNIPPET_SELF_ENSEMBLE_SIZES:
+        assert _call_options({"settings": {"self_ensemble": size}})["self_ensemble"] == size
 
 
 def test_card_package_snippet_runs(tiny_folder, tmp_path, results_file, monkeypatch):
