@@ -26,7 +26,7 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 from quality import number_list  # noqa: E402
-from results_io import atomic_path, write_json  # noqa: E402
+from results_io import pyplot, save_figure, write_json  # noqa: E402
 
 from pipeline_video_deblur.cli import positive_int  # noqa: E402
 from pipeline_video_deblur.data import write_video  # noqa: E402
@@ -122,12 +122,7 @@ def main() -> int:
     for mode in modes:
         print(f"{mode}: {growth(mode):+.2f} MiB of peak memory per extra frame")
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axis = plt.subplots(figsize=(6, 4))
+    figure, axis = pyplot().subplots(figsize=(6, 4))
     for mode in modes:
         points = [r for r in rows if r["mode"] == mode]
         axis.plot([r["frames"] for r in points], [r["peak_mib"] for r in points], "o-", label=mode)
@@ -137,9 +132,7 @@ def main() -> int:
     axis.grid(alpha=0.3)
     axis.legend()
     axis.set_title(f"video-deblur run, {args.model} model, 1 step")
-    figure.tight_layout()
-    with atomic_path(figure_path) as tmp:
-        figure.savefig(tmp, dpi=100, format="png")
+    save_figure(figure, figure_path)
     print(f"wrote {args.out} and {figure_path}")
     return 0
 

@@ -27,7 +27,7 @@ import torch
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 from quality import load_test_clips, mean_over_seeds, number_list, row_line, score, to_uint8  # noqa: E402
-from results_io import atomic_path, write_json  # noqa: E402
+from results_io import metric_axis, pyplot, save_figure, write_json  # noqa: E402
 
 from pipeline_video_deblur.cli import load_pipeline, non_negative_float, positive_float, positive_int  # noqa: E402
 
@@ -122,23 +122,13 @@ def main() -> int:
         f"({best['psnr'] - rows[0]['psnr']:+.2f} dB over the input)"
     )
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(1, 3, figsize=(12, 3.5))
+    figure, axes = pyplot().subplots(1, 3, figsize=(12, 3.5))
     for axis, key in zip(axes, ("psnr", "ssim", "tce")):
         axis.plot([r["noise_scale"] for r in rows[1:]], [r[key] for r in rows[1:]], "o-", label="model")
-        axis.axhline(rows[0][key], linestyle="--", color="grey", label="blurred input")
-        axis.set_xlabel("noise scale (1 = a standard draw)")
-        axis.set_ylabel(key.upper() + (" (8-bit, lower is better)" if key == "tce" else ""))
-        axis.grid(alpha=0.3)
+        metric_axis(axis, key, "noise scale (1 = a standard draw)", baseline=rows[0][key])
     axes[0].legend()
     figure.suptitle(f"{args.model}: {args.steps} steps, CFG {cfg:g}, {len(clips)} clip(s)")
-    figure.tight_layout()
-    with atomic_path(figure_path) as tmp:
-        figure.savefig(tmp, dpi=100, format="png")
+    save_figure(figure, figure_path)
     print(f"wrote {args.out} and {figure_path}")
     return 0
 

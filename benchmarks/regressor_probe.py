@@ -90,7 +90,7 @@ def main() -> int:
 
     sys.path.insert(0, HERE)
     from quality import load_test_clips
-    from results_io import atomic_path, write_json
+    from results_io import pyplot, save_figure, write_json
 
     torch.set_num_threads(1)
     torch.manual_seed(0)
@@ -132,12 +132,7 @@ def main() -> int:
     results = {"train_data": args.train_data, "train_sequences": len(train), "lr": args.lr, "rows": rows}
     write_json(args.out, results)
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axis = plt.subplots(figsize=(6, 3.5))
+    figure, axis = pyplot().subplots(figsize=(6, 3.5))
     steps = [r["step"] for r in rows]
     axis.plot(steps, [r["fit_gain_db"] for r in rows], "o-", label="training clips (fit)")
     axis.plot(steps, [r["test_gain_db"] for r in rows], "s-", label="benchmark clips (test photos)")
@@ -146,9 +141,7 @@ def main() -> int:
     axis.set_ylabel("PSNR gain over the input (dB)")
     axis.set_title(f"plain CNN regressor, {len(train)} train sequences, lr {args.lr:g}")
     axis.legend()
-    figure.tight_layout()
-    with atomic_path(args.figure) as tmp:
-        figure.savefig(tmp, dpi=100)
+    save_figure(figure, args.figure)
     print(f"wrote {args.out} and {args.figure}")
     return 0
 

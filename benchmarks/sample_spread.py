@@ -27,7 +27,7 @@ import torch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from results_io import atomic_path, write_json  # noqa: E402
+from results_io import pyplot, save_figure, write_json  # noqa: E402
 
 from pipeline_video_deblur.cli import load_pipeline, non_negative_float, positive_float, positive_int  # noqa: E402
 
@@ -156,11 +156,6 @@ def main() -> int:
     }
     write_json(args.out, result, default=float)
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     name, blur, sharp = clips[0]
     mid = len(sharp) // 2
     panels = [
@@ -171,7 +166,7 @@ def main() -> int:
         ("one step", one_step[name][mid]),
         ("sharp", sharp[mid]),
     ]
-    fig = plt.figure(figsize=(13, 5.2))
+    fig = pyplot().figure(figsize=(13, 5.2))
     grid = fig.add_gridspec(2, len(panels), height_ratios=(1.3, 1))
     axis = fig.add_subplot(grid[0, :])
     ks = [r["k"] for r in rows]
@@ -191,9 +186,7 @@ def main() -> int:
             title = f"{title}: {clip_psnr(frame[None], sharp[mid][None]):.2f} dB"
         ax.set_title(title, fontsize=9)
         ax.axis("off")
-    fig.tight_layout()
-    with atomic_path(args.figure) as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
+    save_figure(fig, args.figure)
     print(f"wrote {args.out} and {args.figure}")
     return 0
 

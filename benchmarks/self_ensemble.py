@@ -28,7 +28,7 @@ import torch
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 from quality import load_test_clips, row_line, score, to_uint8  # noqa: E402
-from results_io import atomic_path, write_json  # noqa: E402
+from results_io import metric_axis, pyplot, save_figure, write_json  # noqa: E402
 
 from pipeline_video_deblur.cli import load_pipeline, non_negative_float, positive_float, positive_int  # noqa: E402
 from pipeline_video_deblur.pipeline_video_deblur import SELF_ENSEMBLE_SIZES  # noqa: E402
@@ -111,27 +111,17 @@ def main() -> int:
     for row in rows[2:]:
         print(f"{row['label']}: {row['psnr'] - one['psnr']:+.3f} dB over one run")
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(1, 3, figsize=(12, 3.5))
+    figure, axes = pyplot().subplots(1, 3, figsize=(12, 3.5))
     for axis, key in zip(axes, ("psnr", "ssim", "tce")):
         axis.plot([r["runs"] for r in rows[1:-1]], [r[key] for r in rows[1:-1]], "o-", label="mirrored / transposed")
         axis.plot([rows[-1]["runs"]], [rows[-1][key]], "s", label="x8 + time reversal")
-        axis.axhline(rows[0][key], linestyle="--", color="grey", label="blurred input")
         axis.set_xscale("log", base=2)
-        axis.set_xlabel("runs averaged")
-        axis.set_ylabel(key.upper() + (" (8-bit, lower is better)" if key == "tce" else ""))
-        axis.grid(alpha=0.3)
+        metric_axis(axis, key, "runs averaged", baseline=rows[0][key])
     axes[0].legend()
     figure.suptitle(
         f"{args.model}: {args.steps} step(s), CFG {args.guidance_scale:g}, noise {noise:g}, {len(clips)} clip(s)"
     )
-    figure.tight_layout()
-    with atomic_path(figure_path) as tmp:
-        figure.savefig(tmp, dpi=100, format="png")
+    save_figure(figure, figure_path)
     print(f"wrote {args.out} and {figure_path}")
     return 0
 

@@ -26,7 +26,7 @@ import torch
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 from quality import load_test_clips, number_list, row_line, score, to_uint8  # noqa: E402
-from results_io import atomic_path, write_json  # noqa: E402
+from results_io import metric_axis, pyplot, save_figure, write_json  # noqa: E402
 
 from pipeline_video_deblur.cli import (  # noqa: E402
     load_pipeline,
@@ -122,25 +122,15 @@ def main() -> int:
         f"best PSNR: strength {best['strength']:g}, {best['psnr']:.2f} dB ({best['psnr'] - rows[0]['psnr']:+.2f} dB)"
     )
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(1, 2, figsize=(9, 3.5))
+    figure, axes = pyplot().subplots(1, 2, figsize=(9, 3.5))
     for axis, key in zip(axes, ("psnr", "ssim")):
         axis.plot([r["strength"] for r in rows[1:]], [r[key] for r in rows[1:]], "o-", label="model")
-        axis.axhline(rows[0][key], linestyle="--", color="grey", label="blurred input")
-        axis.set_xlabel("strength (1 = start from pure noise)")
-        axis.set_ylabel(key.upper())
-        axis.grid(alpha=0.3)
+        metric_axis(axis, key, "strength (1 = start from pure noise)", baseline=rows[0][key])
     axes[0].legend()
     figure.suptitle(
         f"{args.model}: {args.steps} steps, CFG {cfg:g}, noise x {noise:g}, seed {args.seed}, {len(clips)} clip(s)"
     )
-    figure.tight_layout()
-    with atomic_path(figure_path) as tmp:
-        figure.savefig(tmp, dpi=100, format="png")
+    save_figure(figure, figure_path)
     print(f"wrote {args.out} and {figure_path}")
     return 0
 

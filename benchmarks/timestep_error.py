@@ -31,7 +31,7 @@ import torch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from results_io import atomic_path, write_json  # noqa: E402
+from results_io import pyplot, save_figure, write_json  # noqa: E402
 
 from pipeline_video_deblur.cli import load_pipeline, positive_int  # noqa: E402
 
@@ -136,21 +136,14 @@ def main() -> int:
     }
     write_json(args.out, result)
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axis = plt.subplots(figsize=(6, 3.5))
+    figure, axis = pyplot().subplots(figsize=(6, 3.5))
     for key, style in (("model", "o-"), ("identity", "--"), ("linear", ":")):
         axis.plot([r["t"] for r in rows], [r[key] for r in rows], style, label=key)
     axis.set_xlabel("timestep t (999 = pure noise: the deblurring regression)")
     axis.set_ylabel("x0 MSE (latents)")
     axis.set_title(f"x0 error per timestep: {os.path.basename(os.path.normpath(args.model))}")
     axis.legend()
-    figure.tight_layout()
-    with atomic_path(args.figure) as tmp:
-        figure.savefig(tmp, dpi=100)
+    save_figure(figure, args.figure)
     print(f"wrote {args.out} and {args.figure}")
     return 0
 

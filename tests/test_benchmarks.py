@@ -196,6 +196,29 @@ def test_long_clip_memory(tmp_path):
         assert image.width > 0
 
 
+def test_regressor_probe(cache, tmp_path):
+    from pipeline_video_deblur.data.synthetic import make_synthetic_dataset
+
+    train = tmp_path / "train_data"
+    make_synthetic_dataset(train, split="train", sequences=2, frames=4, size=(64, 64), seed=0, progress=False)
+    out, figure = tmp_path / "probe.json", tmp_path / "probe.png"
+    result = benchmark(
+        "regressor_probe.py",
+        *("--train-data", train, "--steps", 3, "--eval-every", 2, "--lr", 0.002),
+        *("--cache", cache, "--out", out, "--figure", figure),
+    )
+    data = json.loads(out.read_text())
+    rows = data["rows"]
+    assert [r["step"] for r in rows] == [2, 3] and data["train_sequences"] == 2  # every --eval-every, and the end
+    for r in rows:
+        assert r["test_gain_db"] == pytest.approx(r["test_psnr"] - r["test_input_psnr"])
+        assert math.isfinite(r["test_gain_db"]) and 10 < r["test_input_psnr"] < 60
+    assert rows[0]["test_gain_db"] != rows[1]["test_gain_db"]  # the network trains between the evaluations
+    assert "step      3" in result.stdout
+    with PIL.Image.open(figure) as image:
+        assert image.format == "PNG" and image.width > 0
+
+
 def test_bad_arguments_are_named(tmp_path):
     result = benchmark("quality.py", "--max-clips", 0, "--cache", tmp_path, check=False)
     assert result.returncode != 0 and "argument --max-clips: expected a positive integer, got '0'" in result.stderr
