@@ -10,7 +10,8 @@ Settings, from environment variables (the defaults suit a free CPU Space):
     VIDEO_DEBLUR_STEPS       initial number of denoising steps (1: the default model's best measured setting)
     VIDEO_DEBLUR_MAX_FRAMES  longest clip accepted, in frames (32)
     VIDEO_DEBLUR_MAX_SIDE    largest frame side accepted, in pixels (256)
-    VIDEO_DEBLUR_MAX_STEPS   most denoising steps a request may run, every run of the self-ensemble counted (50)
+    VIDEO_DEBLUR_MAX_STEPS   most denoising steps a request may run, every run of the self-ensemble counted, and the
+                             steps slider's top (50)
 GRADIO_SERVER_NAME / GRADIO_SERVER_PORT choose where it listens (Gradio's own variables).
 
 Run it with `python examples/hub_demo/app.py`.
@@ -45,17 +46,31 @@ def _default_sample() -> str:
     return str(HERE / "sample_blurred.mp4")
 
 
+def _count_setting(name: str, default: int) -> int:
+    """The positive whole number in environment variable `name` (`default` when unset), or a clear error."""
+    text = os.environ.get(name, str(default)).strip()
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ValueError(f"{name} must be a positive whole number, got {text!r}")
+    return value
+
+
 MODEL = os.environ.get("VIDEO_DEBLUR_MODEL", "default")
 SAMPLE = os.environ.get("VIDEO_DEBLUR_SAMPLE") or _default_sample()
 # One step: the embedded default model's best measured setting (its card, "What it scores"); more steps add its error.
-DEFAULT_STEPS = int(os.environ.get("VIDEO_DEBLUR_STEPS", "1"))
+DEFAULT_STEPS = _count_setting("VIDEO_DEBLUR_STEPS", 1)
 # The cost of a request grows with frames x pixels x steps (every temporal window x spatial tile is one UNet call per
 # step, two with guidance). These limits keep a request short on a 2-vCPU Space; raise them on bigger hardware.
-MAX_FRAMES = int(os.environ.get("VIDEO_DEBLUR_MAX_FRAMES", "32"))
-MAX_SIDE = int(os.environ.get("VIDEO_DEBLUR_MAX_SIDE", "256"))
+MAX_FRAMES = _count_setting("VIDEO_DEBLUR_MAX_FRAMES", 32)
+MAX_SIDE = _count_setting("VIDEO_DEBLUR_MAX_SIDE", 256)
 # The self-ensemble runs the sampler once per mirrored / transposed copy of the clip: its steps are counted that many
-# times. The default, 50, is the steps slider's top: a single run from the page is never refused.
-MAX_STEPS = int(os.environ.get("VIDEO_DEBLUR_MAX_STEPS", "50"))
+# times. It is also the steps slider's top, so that a single run from the page is never refused.
+MAX_STEPS = _count_setting("VIDEO_DEBLUR_MAX_STEPS", 50)
+if DEFAULT_STEPS > MAX_STEPS:
+    raise ValueError(f"VIDEO_DEBLUR_STEPS={DEFAULT_STEPS} is above VIDEO_DEBLUR_MAX_STEPS={MAX_STEPS}")
 MAX_FILE_SIZE = "50mb"
 # Each request writes its video into a folder of its own under OUTPUTS. Gradio copies what it serves into its own
 # cache (cleaned by `delete_cache` below), so a request's folder is removed by the first request an hour later: a
@@ -245,7 +260,7 @@ def build_demo() -> gr.Blocks:
         with gr.Row():
             with gr.Column():
                 video_in = gr.Video(label="Blurred video", sources=["upload"], elem_id="input-video")
-                steps = gr.Slider(1, 50, value=DEFAULT_STEPS, step=1, label="Denoising steps", elem_id="steps")
+                steps = gr.Slider(1, MAX_STEPS, value=DEFAULT_STEPS, step=1, label="Denoising steps", elem_id="steps")
                 strength = gr.Slider(
                     0.05,
                     1.0,

@@ -237,6 +237,24 @@ def test_limits(monkeypatch, tiny_folder, tmp_path):
     large_clip = write_sample(tmp_path / "large.mp4", frames=4, size=64)
     with pytest.raises(gr.Error, match="64x64; the demo takes at most 48 pixels"):
         app.deblur(str(large_clip), 2, 1.0, 0, progress=noop)
+    # the steps slider stops at the cap: a single run chosen on the page is never refused
+    sliders = [b for b in app.build_demo().blocks.values() if getattr(b, "elem_id", None) == "steps"]
+    assert [(s.minimum, s.maximum) for s in sliders] == [(1, 8)]
+
+
+@pytest.mark.parametrize(
+    "setting, value, message",
+    [
+        ("VIDEO_DEBLUR_MAX_STEPS", "0", "VIDEO_DEBLUR_MAX_STEPS must be a positive whole number, got '0'"),
+        ("VIDEO_DEBLUR_MAX_FRAMES", "lots", "VIDEO_DEBLUR_MAX_FRAMES must be a positive whole number, got 'lots'"),
+        ("VIDEO_DEBLUR_MAX_SIDE", "-4", "VIDEO_DEBLUR_MAX_SIDE must be a positive whole number, got '-4'"),
+        ("VIDEO_DEBLUR_STEPS", "60", "VIDEO_DEBLUR_STEPS=60 is above VIDEO_DEBLUR_MAX_STEPS=50"),
+    ],
+)
+def test_bad_settings_are_named(monkeypatch, tiny_folder, setting, value, message):
+    monkeypatch.delenv("VIDEO_DEBLUR_MAX_STEPS", raising=False)
+    with pytest.raises(ValueError, match=re.escape(message)):
+        load_app(monkeypatch, VIDEO_DEBLUR_MODEL=tiny_folder, **{setting: value})
 
 
 def test_default_settings_are_documented(monkeypatch):
