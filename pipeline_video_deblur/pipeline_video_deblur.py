@@ -55,7 +55,7 @@ def _check_noise_scale(value, name: str) -> None:
 # The geometric self-ensemble (as in EDSR's "x8"): the clip is deblurred under each of these flips / transposes of
 # its frames, each output is mapped back, and the outputs are averaged. The first `n` entries are used for
 # `self_ensemble=n`: 2 adds the left-right mirror, 4 the up-down mirrors, 8 the transposed frames. Time reversal is
-# not among them: on the embedded model's benchmark it added 0.006 dB (benchmarks/self_ensemble.py).
+# not among them: on the embedded model's benchmark it added under 0.01 dB (benchmarks/self_ensemble.py).
 SELF_ENSEMBLE_TRANSFORMS = (
     (False, False, False),  # (flip width, flip height, swap height and width)
     (True, False, False),

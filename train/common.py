@@ -359,7 +359,7 @@ def load_dataset(args: argparse.Namespace, split: str, crop_size: int | None, nu
     from pipeline_video_deblur.data.datasets import DVDDataset, GoProDataset
 
     root = Path(args.train_data_dir)
-    transpose = augment and getattr(args, "augment_transpose", False)
+    transpose = augment and args.augment_transpose
     if not root.is_dir():
         raise FileNotFoundError(f"--train_data_dir {root} does not exist or is not a folder")
     try:

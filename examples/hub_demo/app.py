@@ -19,6 +19,7 @@ Run it with `python examples/hub_demo/app.py`.
 
 from __future__ import annotations
 
+import argparse
 import functools
 import os
 import shutil
@@ -32,6 +33,7 @@ import PIL.Image
 import torch
 
 from pipeline_video_deblur import VideoDeblurPipeline
+from pipeline_video_deblur.cli import positive_int
 from pipeline_video_deblur.data import read_video, write_video
 from pipeline_video_deblur.pipeline_video_deblur import SELF_ENSEMBLE_SIZES
 
@@ -50,12 +52,9 @@ def _count_setting(name: str, default: int) -> int:
     """The positive whole number in environment variable `name` (`default` when unset), or a clear error."""
     text = os.environ.get(name, str(default)).strip()
     try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise ValueError(f"{name} must be a positive whole number, got {text!r}")
-    return value
+        return positive_int(text)
+    except argparse.ArgumentTypeError:
+        raise ValueError(f"{name} must be a positive whole number, got {text!r}") from None
 
 
 MODEL = os.environ.get("VIDEO_DEBLUR_MODEL", "default")
