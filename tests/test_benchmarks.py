@@ -219,6 +219,31 @@ def test_regressor_probe(cache, tmp_path):
         assert image.format == "PNG" and image.width > 0
 
 
+def test_train_step(tmp_path):
+    out = tmp_path / "step.json"
+    result = benchmark("train_step.py", "--size", 32, "--frames", 2, "--repeats", 1, "--threads", 1, "--out", out)
+    data = json.loads(out.read_text())
+    rows = {(r["precision"], r["attention"]): r for r in data["rows"]}
+    assert set(rows) == {(p, a) for p in ("fp32", "bf16") for a in ("sdpa", "explicit")}
+    assert rows["fp32", "sdpa"]["speedup_over_fp32_sdpa"] == 1.0
+    for r in rows.values():
+        assert r["seconds_per_step"] > 0
+        assert r["speedup_over_fp32_sdpa"] == pytest.approx(
+            rows["fp32", "sdpa"]["seconds_per_step"] / r["seconds_per_step"]
+        )
+    assert (data["size"], data["frames"], data["threads"]) == (32, 2, 1)
+    assert "bf16       explicit" in result.stdout and "fastest:" in result.stdout
+    refused = benchmark("train_step.py", "--precisions", "fp32,fp8", "--out", out, check=False)
+    assert (
+        refused.returncode != 0
+        and "argument --precisions: expected a comma-separated list of fp32, bf16, got 'fp32,fp8' ('fp8' is not one)"
+        in refused.stderr
+    )
+    refused = benchmark("train_step.py", "--size", 40, "--out", tmp_path / "other.json", check=False)
+    assert refused.returncode != 0 and "--size must be a multiple of 16 for this model, got 40" in refused.stderr
+    assert not (tmp_path / "other.json").exists()
+
+
 def test_bad_arguments_are_named(tmp_path):
     result = benchmark("quality.py", "--max-clips", 0, "--cache", tmp_path, check=False)
     assert result.returncode != 0 and "argument --max-clips: expected a positive integer, got '0'" in result.stderr

@@ -84,9 +84,10 @@ def test_a_continued_run_is_named_after_its_settings_and_kept_to_its_data(tmp_pa
         STAGE2_LR="5e-5",
         STAGE2_TIMESTEP_BIAS="none",
         STAGE2_TRANSPOSE="1",
+        STAGE2_PRECISION="bf16",
     )
     assert other.returncode == 0, other.stderr[-3000:]
-    assert f"(STOP_AFTER=plan): {run}_crop96_batch4_lr5e-5_biasnonex4_transpose\n" in other.stdout
+    assert f"(STOP_AFTER=plan): {run}_crop96_batch4_lr5e-5_biasnonex4_transpose_bf16\n" in other.stdout
 
     # An unfinished run (its arguments written, no final pipeline) that began on other data is refused by name.
     run.mkdir()

@@ -113,6 +113,15 @@ def add_common_args(parser: argparse.ArgumentParser, learning_rate: float = 5e-5
         "--mixed_precision", choices=["no", "fp16", "bf16"], default=None, help="defaults to accelerate's config"
     )
     opt.add_argument(
+        "--attention",
+        choices=list(ATTENTION_CHOICES),
+        default="auto",
+        help="the UNet's attention processor: 'sdpa' (diffusers' default, torch's scaled_dot_product_attention), "
+        "'explicit' (diffusers' AttnProcessor: scores, softmax and product as separate matmuls), or 'auto' "
+        "(default): explicit on a CPU under --mixed_precision bf16, where its bf16 matmuls run on the CPU's "
+        "matrix units and the step is about twice as fast (benchmarks/train_step.py), sdpa everywhere else",
+    )
+    opt.add_argument(
         "--gradient_checkpointing", action="store_true", help="recompute activations: less memory, ~30%% slower"
     )
     opt.add_argument("--allow_tf32", action="store_true", help="TF32 matmuls on Ampere+ GPUs")
@@ -871,9 +880,50 @@ def make_accelerator(args: argparse.Namespace, project_name: str):
     return accelerator
 
 
+ATTENTION_CHOICES = ("auto", "sdpa", "explicit")
+
+
+def attention_for(choice: str, device_type: str, mixed_precision: str | None) -> str:
+    """`--attention` resolved: 'auto' is 'explicit' on a CPU under bf16 autocast, 'sdpa' otherwise.
+
+    Measured on the development machine's CPU (AMX bf16), a stage 2 step of the default model (batch 2, 8 frames,
+    96 px): torch's CPU attention kernels keep the 576-token spatial attention of the top UNet level in float32
+    work, so bf16 autocast alone gains little there, while the explicit product runs it as bf16 matmuls
+    (`benchmarks/train_step.py` prints the four combinations). On GPUs sdpa's fused kernels are faster and use
+    less memory, so 'auto' keeps them."""
+    if choice not in ATTENTION_CHOICES:
+        raise ValueError(f"--attention must be one of {', '.join(ATTENTION_CHOICES)}, got {choice!r}")
+    if choice != "auto":
+        return choice
+    return "explicit" if device_type == "cpu" and mixed_precision == "bf16" else "sdpa"
+
+
+def set_attention(args: argparse.Namespace, accelerator, unet) -> str:
+    """Give `unet` the attention processor `--attention` asks for (before `accelerator.prepare`); returns the one
+    used. The processor is a runtime choice: saved weights and configs are the same either way."""
+    chosen = attention_for(args.attention, accelerator.device.type, accelerator.mixed_precision)
+    if chosen == "explicit":
+        from diffusers.models.attention_processor import AttnProcessor
+
+        unet.set_attn_processor(AttnProcessor())
+    logger.info(
+        f"attention: {chosen} (--attention {args.attention}, {accelerator.device.type}, "
+        f"mixed precision {accelerator.mixed_precision})"
+    )
+    return chosen
+
+
 def weight_dtype_of(accelerator) -> torch.dtype:
     """The dtype frozen models are cast to (trained weights stay float32)."""
     return {"fp16": torch.float16, "bf16": torch.bfloat16}.get(accelerator.mixed_precision, torch.float32)
+
+
+def cast_frozen(module: torch.nn.Module, weight_dtype: torch.dtype) -> torch.nn.Module:
+    """Cast a frozen model to `weight_dtype`, except one with no weights (the pixel-shuffle VAE): casting it would
+    only round the frames it encodes, and the latents the loss compares, to the low precision, for no saving."""
+    if weight_dtype != torch.float32 and any(True for _ in module.parameters()):
+        module.to(dtype=weight_dtype)
+    return module
 
 
 def make_optimizer(args: argparse.Namespace, params: list[torch.nn.Parameter], accelerator):

@@ -171,6 +171,7 @@ def prepare(args: argparse.Namespace, log_name: str):
 
     # Errors for sizes and clip lengths come here, before training
     pipe = load_pipeline(args, accelerator, weight_dtype)
+    common.set_attention(args, accelerator, pipe.unet)
     for flag in ("--resolution", "--validation_resolution"):
         common.check_resolution(
             getattr(args, flag[2:]), pipe.size_multiple, "the VAE factor times the UNet's downsampling", flag
@@ -215,8 +216,8 @@ def load_pipeline(args: argparse.Namespace, accelerator, weight_dtype: torch.dty
     pipe.set_progress_bar_config(disable=True)
     for frozen in (pipe.vae, pipe.image_encoder):
         frozen.requires_grad_(False).eval().to(accelerator.device)
-        if weight_dtype != torch.float32:
-            frozen.to(dtype=weight_dtype)
+        common.cast_frozen(frozen, weight_dtype)
+    logger.info(f"frozen models: vae {pipe.vae.dtype}, image_encoder {pipe.image_encoder.dtype}")
     pipe.unet.to(accelerator.device)
     pipe.blur_encoder.to(accelerator.device)
     return pipe

@@ -412,8 +412,7 @@ def main(args: argparse.Namespace) -> None:
         logger.info(f"latent scaling factor {args.vae_scaling_factor:.4f} (1 / std of the training latents)")
     vae.register_to_config(scaling_factor=float(args.vae_scaling_factor))
     scaling = float(args.vae_scaling_factor)
-    if weight_dtype != torch.float32:
-        vae.to(dtype=weight_dtype)
+    common.cast_frozen(vae, weight_dtype)
 
     # 5. Phase 2: the UNet and the CLIP encoder, together
     if init is not None:
@@ -434,6 +433,7 @@ def main(args: argparse.Namespace) -> None:
         )
     unet.train().requires_grad_(True)
     image_encoder.train().requires_grad_(True)
+    common.set_attention(args, accelerator, unet)
     if args.gradient_checkpointing:
         unet.enable_gradient_checkpointing()
         image_encoder.gradient_checkpointing_enable()

@@ -248,6 +248,30 @@ def test_stage2_full_finetune_changes_unet_and_keeps_residual(tmp_path, stage1_r
     assert 0.6 < residual_std(pipe) < 1.6
 
 
+def test_stage2_bf16_on_cpu_uses_explicit_attention_and_saves_float32(tmp_path, stage1_run, train_data):
+    out = tmp_path / "stage2_bf16"
+    result = run_script(
+        [TRAIN / "stage2_finetune.py", "--pretrained_model_name_or_path", stage1_run, "--train_data_dir", train_data,
+         "--output_dir", out, "--max_train_steps", "2", "--learning_rate", "1e-3", "--residual", "--use_ema",
+         "--mixed_precision", "bf16", "--inference_start_fraction", "0.5", "--sampler_trajectory_fraction", "0.5",
+         "--sampler_trajectory_steps", "10", "--sampler_trajectory_guidance_scale", "2", *TINY_TRAIN_FLAGS]
+    )  # fmt: skip
+    log = result.stdout + result.stderr
+    assert "attention: explicit (--attention auto, cpu, mixed precision bf16)" in log
+    # The weight-free pixel-shuffle VAE stays float32 (the frames and latents are not rounded); CLIP runs in bf16.
+    assert "frozen models: vae torch.float32, image_encoder torch.bfloat16" in log
+    unet = weights(out / "unet")
+    assert {t.dtype for t in unet.values()} == {torch.float32}  # the trained weights stay float32
+    assert "conv_in.bias" in changed(weights(stage1_run / "unet"), unet)
+    for name in ("vae", "image_encoder"):  # saved as the input had them, not as cast for training
+        before = weights(stage1_run / name)
+        after = weights(out / name)
+        assert not changed(before, after) and all(before[k].dtype == after[k].dtype for k in before), name
+    pipe = VideoDeblurPipeline.from_pretrained(out)
+    # The processor is a training-time choice: the saved model loads with diffusers' default attention.
+    assert {type(p).__name__ for p in pipe.unet.attn_processors.values()} == {"AttnProcessor2_0"}
+
+
 def test_latent_scaling_factor_flag_refuses_bad_values(tmp_path, stage1_run, train_data):
     result = run_script(
         [TRAIN / "stage2_finetune.py", "--pretrained_model_name_or_path", stage1_run, "--train_data_dir", train_data,

@@ -97,6 +97,10 @@ STAGE2_STEPS=${STAGE2_STEPS:-2000}  # the shipped model: stopped at 1800 (STAGE2
 # (train --sampler_trajectory_guidance_scale; 2 is the pipeline's default scale); 1 (default): conditional only.
 # STAGE2_TRANSPOSE=1: stage 2 also transposes half its crops (train --augment_transpose), so that the eight flips and
 # rotations are all drawn; 0 (default): flips and temporal reversal only, as versions <= 0.25 were trained.
+# STAGE2_PRECISION=bf16: stage 2 runs under bf16 autocast (train --mixed_precision bf16; the trained weights, Adam
+# and EMA stay float32), and on a CPU with its attention as plain matmuls (train --attention auto): 1.64 x as many
+# steps a minute on the development machine's 2 cores (benchmarks/train_step.py); empty (default): accelerate's
+# config, which is float32 on a plain CPU, as versions <= 0.26 were trained.
 # STAGE2_MINUTES=M: stage 2 fits its steps and cosine to M minutes of its loop (--max_train_minutes), for a session
 # or job with a fixed end; STAGE2_STEPS stays the cap.
 CHECKPOINT_EVERY=${CHECKPOINT_EVERY:-100}
@@ -189,6 +193,7 @@ if [ "${CONTINUE:-0}" = "1" ]; then
     [ "${STAGE2_TRAJECTORY_FRACTION:-0}" = 0 ] || [ "${STAGE2_TRAJECTORY_GUIDANCE:-1}" = 1 ] ||
         OUT=${OUT}_cfg$STAGE2_TRAJECTORY_GUIDANCE
     [ "${STAGE2_TRANSPOSE:-0}" = 0 ] || OUT=${OUT}_transpose
+    [ -z "${STAGE2_PRECISION:-}" ] || OUT=${OUT}_$STAGE2_PRECISION
 else
     echo "== stage 0: pretrain a small T2V stand-in on sharp clips"
     # $WORK/t2v is not named after its sizes, and the later stages build on whatever it holds: one begun (or
@@ -259,7 +264,8 @@ if ! done_pipeline "$OUT"; then
         --sampler_trajectory_fraction "${STAGE2_TRAJECTORY_FRACTION:-0}" \
         --sampler_trajectory_guidance_scale "${STAGE2_TRAJECTORY_GUIDANCE:-1}" \
         ${STAGE2_MINUTES:+--max_train_minutes "$STAGE2_MINUTES"} \
-        $([ "${STAGE2_TRANSPOSE:-0}" = 0 ] || echo --augment_transpose)
+        $([ "${STAGE2_TRANSPOSE:-0}" = 0 ] || echo --augment_transpose) \
+        ${STAGE2_PRECISION:+--mixed_precision "$STAGE2_PRECISION"}
 fi
 
 # Default tile: the whole 128 px benchmark frame (measured better and faster than tiles of the 64 px training crop).

@@ -1,0 +1,43 @@
+"""Mixed precision on a CPU: which attention processor `--attention` resolves to, and what frozen models are cast."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+import torch
+from train_helpers import TRAIN
+
+sys.path.insert(0, str(TRAIN))
+import common  # noqa: E402
+
+
+@pytest.mark.parametrize(
+    ("choice", "device", "precision", "expected"),
+    [
+        ("auto", "cpu", "bf16", "explicit"),  # the CPU's bf16 matmuls: the measured fast path
+        ("auto", "cpu", "no", "sdpa"),  # float32 runs keep diffusers' default, as every shipped version trained
+        ("auto", "cpu", "fp16", "sdpa"),
+        ("auto", "cuda", "bf16", "sdpa"),  # fused kernels on a GPU
+        ("sdpa", "cpu", "bf16", "sdpa"),  # an explicit choice is kept
+        ("explicit", "cuda", "no", "explicit"),
+    ],
+)
+def test_attention_resolves(choice, device, precision, expected):
+    assert common.attention_for(choice, device, precision) == expected
+
+
+def test_attention_refuses_unknown_choice():
+    with pytest.raises(ValueError, match=r"--attention must be one of auto, sdpa, explicit, got 'flash'"):
+        common.attention_for("flash", "cpu", "bf16")
+
+
+def test_cast_frozen_keeps_weight_free_models_float32():
+    from tiny import tiny_pipeline
+
+    pipe = tiny_pipeline(pixel_vae=True, sample_size=16)
+    assert common.cast_frozen(pipe.vae, torch.bfloat16).dtype == torch.float32  # no weights: frames stay exact
+    assert common.cast_frozen(pipe.image_encoder, torch.bfloat16).dtype == torch.bfloat16
+    kl = tiny_pipeline().vae
+    assert common.cast_frozen(kl, torch.bfloat16).dtype == torch.bfloat16
+    assert common.cast_frozen(pipe.image_encoder.float(), torch.float32).dtype == torch.float32
