@@ -119,7 +119,7 @@ def add_common_args(parser: argparse.ArgumentParser, learning_rate: float = 5e-5
         help="the UNet's attention processor: 'sdpa' (diffusers' default, torch's scaled_dot_product_attention), "
         "'explicit' (diffusers' AttnProcessor: scores, softmax and product as separate matmuls), or 'auto' "
         "(default): explicit on a CPU under --mixed_precision bf16, where its bf16 matmuls run on the CPU's "
-        "matrix units and the step is about twice as fast (benchmarks/train_step.py), sdpa everywhere else",
+        "matrix units and the step was measured 1.3 to 1.6x as fast (benchmarks/train_step.py), sdpa everywhere else",
     )
     opt.add_argument(
         "--gradient_checkpointing", action="store_true", help="recompute activations: less memory, ~30%% slower"
@@ -888,8 +888,8 @@ def attention_for(choice: str, device_type: str, mixed_precision: str | None) ->
 
     Measured on the development machine's CPU (AMX bf16), a stage 2 step of the default model (batch 2, 8 frames,
     96 px): torch's CPU attention kernels keep the 576-token spatial attention of the top UNet level in float32
-    work, so bf16 autocast alone gains little there, while the explicit product runs it as bf16 matmuls
-    (`benchmarks/train_step.py` prints the four combinations). On GPUs sdpa's fused kernels are faster and use
+    work, so bf16 autocast alone gains 1.1 to 1.2x, while the explicit product runs it as bf16 matmuls: 1.3 to 1.6x
+    in two measurements (`benchmarks/train_step.py` prints the four combinations; explicit in float32 is slower). On GPUs sdpa's fused kernels are faster and use
     less memory, so 'auto' keeps them."""
     if choice not in ATTENTION_CHOICES:
         raise ValueError(f"--attention must be one of {', '.join(ATTENTION_CHOICES)}, got {choice!r}")

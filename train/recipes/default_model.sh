@@ -98,9 +98,10 @@ STAGE2_STEPS=${STAGE2_STEPS:-2000}  # the shipped model: stopped at 1800 (STAGE2
 # STAGE2_TRANSPOSE=1: stage 2 also transposes half its crops (train --augment_transpose), so that the eight flips and
 # rotations are all drawn; 0 (default): flips and temporal reversal only, as versions <= 0.25 were trained.
 # STAGE2_PRECISION=bf16: stage 2 runs under bf16 autocast (train --mixed_precision bf16; the trained weights, Adam
-# and EMA stay float32), and on a CPU with its attention as plain matmuls (train --attention auto): 1.64 x as many
-# steps a minute on the development machine's 2 cores (benchmarks/train_step.py); empty (default): accelerate's
-# config, which is float32 on a plain CPU, as versions <= 0.26 were trained.
+# and EMA stay float32), and on a CPU with its attention as plain matmuls (train --attention auto): a UNet step 1.3 to
+# 1.6 x as fast on the development machine's 2 cores (benchmarks/train_step.py; version 0.27's run made 25.7 steps a
+# minute against 0.26's 22.2 in float32); empty (default): accelerate's config, which is float32 on a plain CPU, as
+# versions <= 0.26 were trained.
 # STAGE2_MINUTES=M: stage 2 fits its steps and cosine to M minutes of its loop (--max_train_minutes), for a session
 # or job with a fixed end; STAGE2_STEPS stays the cap.
 CHECKPOINT_EVERY=${CHECKPOINT_EVERY:-100}
