@@ -85,8 +85,8 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
+    from common import attention_processor
     from deblur_training import DeblurModel
-    from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
 
     from pipeline_video_deblur import VideoDeblurPipeline
 
@@ -113,7 +113,7 @@ def main(argv=None) -> int:
     print(f"{args.batch} x {args.frames} frames x {args.size}^2 px, {torch.get_num_threads()} threads")
     print(f"{'precision':<10} {'attention':<10} {'s/step':>8}")
     for attention in args.attentions:
-        pipe.unet.set_attn_processor(AttnProcessor() if attention == "explicit" else AttnProcessor2_0())
+        pipe.unet.set_attn_processor(attention_processor(attention))
         for precision in args.precisions:
             seconds = time_steps(model, optimizer, inputs, precision == "bf16", args.repeats)
             rows.append({"precision": precision, "attention": attention, "seconds_per_step": seconds})

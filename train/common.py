@@ -889,8 +889,8 @@ def attention_for(choice: str, device_type: str, mixed_precision: str | None) ->
     Measured on the development machine's CPU (AMX bf16), a stage 2 step of the default model (batch 2, 8 frames,
     96 px): torch's CPU attention kernels keep the 576-token spatial attention of the top UNet level in float32
     work, so bf16 autocast alone gains 1.1 to 1.2x, while the explicit product runs it as bf16 matmuls: 1.3 to 1.6x
-    in two measurements (`benchmarks/train_step.py` prints the four combinations; explicit in float32 is slower). On GPUs sdpa's fused kernels are faster and use
-    less memory, so 'auto' keeps them."""
+    in two measurements (`benchmarks/train_step.py` prints the four combinations; explicit in float32 is slower).
+    On GPUs sdpa's fused kernels are faster and use less memory, so 'auto' keeps them."""
     if choice not in ATTENTION_CHOICES:
         raise ValueError(f"--attention must be one of {', '.join(ATTENTION_CHOICES)}, got {choice!r}")
     if choice != "auto":
@@ -898,14 +898,24 @@ def attention_for(choice: str, device_type: str, mixed_precision: str | None) ->
     return "explicit" if device_type == "cpu" and mixed_precision == "bf16" else "sdpa"
 
 
+def attention_processor(name: str):
+    """The diffusers attention processor for a resolved `--attention` value: 'explicit' is `AttnProcessor` (scores,
+    softmax and product as separate matmuls), 'sdpa' is `AttnProcessor2_0` (torch's scaled_dot_product_attention,
+    diffusers' default)."""
+    from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
+
+    processors = {"explicit": AttnProcessor, "sdpa": AttnProcessor2_0}
+    if name not in processors:
+        raise ValueError(f"attention must be one of {', '.join(processors)}, got {name!r}")
+    return processors[name]()
+
+
 def set_attention(args: argparse.Namespace, accelerator, unet) -> str:
     """Give `unet` the attention processor `--attention` asks for (before `accelerator.prepare`); returns the one
     used. The processor is a runtime choice: saved weights and configs are the same either way."""
     chosen = attention_for(args.attention, accelerator.device.type, accelerator.mixed_precision)
     if chosen == "explicit":
-        from diffusers.models.attention_processor import AttnProcessor
-
-        unet.set_attn_processor(AttnProcessor())
+        unet.set_attn_processor(attention_processor(chosen))
     logger.info(
         f"attention: {chosen} (--attention {args.attention}, {accelerator.device.type}, "
         f"mixed precision {accelerator.mixed_precision})"

@@ -41,3 +41,12 @@ def test_cast_frozen_keeps_weight_free_models_float32():
     kl = tiny_pipeline().vae
     assert common.cast_frozen(kl, torch.bfloat16).dtype == torch.bfloat16
     assert common.cast_frozen(pipe.image_encoder.float(), torch.float32).dtype == torch.float32
+
+
+def test_attention_processor_maps_each_resolved_choice_to_its_diffusers_class():
+    from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
+
+    assert type(common.attention_processor("explicit")) is AttnProcessor
+    assert type(common.attention_processor("sdpa")) is AttnProcessor2_0
+    with pytest.raises(ValueError, match=r"attention must be one of explicit, sdpa, got 'auto'"):
+        common.attention_processor("auto")  # resolve 'auto' with attention_for first

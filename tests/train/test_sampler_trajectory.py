@@ -174,19 +174,21 @@ def test_the_first_estimate_is_the_conditional_eval_mode_clean_sample_at_the_las
 
 
 @pytest.mark.parametrize("scale", [2.0, 3.5])
-def test_a_guided_first_estimate_combines_the_two_passes_as_the_pipeline_does(scale):
+def test_a_guided_first_estimate_combines_the_two_halves_of_one_pass_as_the_pipeline_does(scale):
     alphas = sampler().alphas_cumprod
     model = RecordingModel().train()
     cond, centre = torch.randn(4, 2, 3, 5, 5), torch.randn(4, 3, 8, 8)
     start = torch.randn(2, 2, 3, 5, 5)
     rows = torch.tensor([0, 2])
     estimate = deblur_training.first_estimate_fn(model, alphas, cond, centre, scale)(start, rows)
-    conditional, unconditional = model.calls
-    assert torch.equal(conditional["keep"], torch.ones(2)) and torch.equal(unconditional["keep"], torch.zeros(2))
-    for call in model.calls:  # same input, rows and timestep for both passes, both in eval mode
-        assert call["training"] is False and torch.equal(call["noisy"], start)
-        assert torch.equal(call["cond"], cond[rows]) and torch.equal(call["timesteps"], torch.full((2,), 999))
-    assert model.training
+    (call,) = model.calls  # one pass on the doubled batch: the conditional half first, then the unconditional one
+    assert torch.equal(call["keep"], torch.tensor([1.0, 1.0, 0.0, 0.0]))
+    assert call["training"] is False and model.training  # eval mode for the pass, the mode restored after
+    # Same input, rows and timestep for both halves.
+    assert torch.equal(call["noisy"], torch.cat([start, start]))
+    assert torch.equal(call["cond"], cond[rows].repeat(2, 1, 1, 1, 1))
+    assert torch.equal(call["centre"], centre[rows].repeat(2, 1, 1, 1))
+    assert torch.equal(call["timesteps"], torch.full((4,), 999))
     # uncond + scale x (cond - uncond) = 2 start + scale, as the pipeline's guidance gives from these two outputs.
     t = torch.full((2,), 999)
     assert torch.allclose(estimate, x0_from_v(alphas, start, start * 2 + scale, t))
