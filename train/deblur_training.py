@@ -111,9 +111,10 @@ def add_deblur_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         type=float,
         default=1.0,
         help=(
-            "the CFG scale of that first estimate, as the pipeline's `guidance_scale` (> 1: an unconditional prediction "
-            "too, in the same pass on the doubled batch, combined as uncond + scale x (cond - uncond)). Set it to the scale you sample at (the pipeline "
-            "default is 2) to train the inputs that run gives. 1 (default): conditional only"
+            "the CFG scale of that first estimate, as the pipeline's `guidance_scale` (> 1: an unconditional "
+            "prediction too, in the same pass on the doubled batch, combined as uncond + scale x (cond - uncond)). "
+            "Set it to the scale you sample at (the pipeline default is 2) to train the inputs that run gives. "
+            "1 (default): conditional only"
         ),
     )
     group.add_argument("--validation_guidance_scale", type=float, default=2.0, help="CFG scale of the validation runs")
@@ -382,11 +383,12 @@ def first_estimate_fn(
         try:
             if guidance_scale > 1.0:
                 # One pass on the doubled batch, as the pipeline runs CFG: cheaper than two passes on a CPU.
+                doubled = torch.cat([rows, rows])
                 both = model(
                     torch.cat([start, start]),
-                    cond[rows].repeat(2, *([1] * (cond.ndim - 1))),
+                    cond[doubled],
                     torch.cat([t, t]),
-                    centre[rows].repeat(2, *([1] * (centre.ndim - 1))),
+                    centre[doubled],
                     torch.cat([keep, torch.zeros_like(keep)]),
                 ).float()
                 v, uncond = both.chunk(2)
