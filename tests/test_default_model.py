@@ -194,3 +194,50 @@ def test_ship_script_copies_components_sets_the_tile_and_keeps_the_card(tmp_path
     refused = subprocess.run(ship, capture_output=True, text=True, timeout=600)
     assert refused.returncode != 0 and "left from an interrupted ship" in refused.stderr
     assert (tmp_path / "default_model.old" / "unet").is_dir()
+
+
+def test_ship_script_averages_the_weights_of_runs_of_one_chain(tmp_path):
+    from tiny import tiny_pipeline
+
+    first, second = tmp_path / "run_a", tmp_path / "run_b"
+    pipe = tiny_pipeline(pixel_vae=True, residual=True, sample_size=8)
+    pipe.save_pretrained(first)
+    with torch.no_grad():  # a later run of the same chain: the same architecture, other weights
+        for p in pipe.unet.parameters():
+            p.add_(1.0)
+        for p in pipe.blur_encoder.parameters():
+            p.sub_(0.5)
+    pipe.save_pretrained(second)
+    target = tmp_path / "default_model"
+    ship = [sys.executable, os.path.join(REPO, "train", "recipes", "ship_default_model.py"), str(second), str(target)]
+
+    def refused(*extra):
+        result = subprocess.run([*ship, *extra], capture_output=True, text=True, timeout=600)
+        assert result.returncode != 0 and not target.exists()
+        return result.stderr
+
+    assert "names the source or one folder twice" in refused("--average-with", str(second))
+    assert f"--average-with {tmp_path}: not a pipeline folder" in refused("--average-with", str(tmp_path))
+    other_vae = tmp_path / "other_vae"
+    tiny_pipeline(pixel_vae=False, residual=True, sample_size=8).save_pretrained(other_vae)
+    assert f"--average-with {other_vae}: its vae differs from the source's" in refused(
+        "--average-with", str(other_vae)
+    )
+
+    result = subprocess.run([*ship, "--average-with", str(first)], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    a, b = VideoDeblurPipeline.from_pretrained(first), VideoDeblurPipeline.from_pretrained(second)
+    shipped = VideoDeblurPipeline.from_pretrained(target)
+    for name in ("unet", "blur_encoder", "image_encoder"):
+        mine, theirs, mean = (getattr(p, name).state_dict() for p in (a, b, shipped))
+        for key, value in mean.items():
+            if value.is_floating_point():
+                expected = ((mine[key].float() + theirs[key].float()) / 2).half().float()
+                assert torch.allclose(value.float(), expected, atol=1e-3), f"{name}.{key}"
+    unet_a = dict(a.unet.named_parameters())
+    moved = [(p.float() - unet_a[k].float()).mean().item() for k, p in shipped.unet.named_parameters()]
+    assert all(abs(m - 0.5) < 1e-2 for m in moved)  # halfway between the two runs, not either of them
+    frames = shipped(torch.rand(2, 3, 16, 16), num_inference_steps=1, output_type="np").frames[0]
+    assert np.isfinite(frames).all()
+    run = json.loads((target / "training.json").read_text())["runs"][-1]
+    assert run["source"] == os.path.relpath(second) and run["averaged_with"] == [os.path.relpath(first)]

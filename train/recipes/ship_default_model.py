@@ -8,6 +8,10 @@ checkpoints, logs or optimiser state); the model card (`README.md`) and any othe
 version history, `HISTORY.md`) already in the target are kept; `training.json` records where the weights came from
 and the training log's step count and wall time. The model it replaces is deleted, or moved to `--keep-replaced DIR`
 (the recipe keeps it in its work folder).
+
+`--average-with RUN [RUN ...]` ships the uniform average of the source's weights and those of other pipeline folders of
+the same architecture (earlier runs of the same chain: checkpoint averaging, a longer-horizon EMA), averaged in float32
+before the float16 cast; `training.json` names the folders averaged.
 """
 
 from __future__ import annotations
@@ -37,6 +41,48 @@ def unet_digest(folder: str) -> str | None:
     return digest.hexdigest()
 
 
+def average_weights(pipe, others: list[str]) -> None:
+    """Replace every model component's floating-point weights with their mean over ``pipe`` and the folders ``others``.
+
+    Integer buffers (position ids) must agree; any other difference in keys, shapes or buffers stops with the folder
+    and the tensor named, before anything is written.
+    """
+    from pipeline_video_deblur import VideoDeblurPipeline
+
+    modules = {n: m for n, m in pipe.components.items() if isinstance(m, torch.nn.Module)}
+    sums = {n: {k: v.detach().float().clone() for k, v in m.state_dict().items()} for n, m in modules.items()}
+    for folder in others:
+        if not os.path.isfile(os.path.join(folder, "model_index.json")):
+            raise SystemExit(f"--average-with {folder}: not a pipeline folder (no model_index.json)")
+        other = VideoDeblurPipeline.from_pretrained(folder)
+        for name, module in modules.items():
+            theirs = getattr(other, name, None)
+            if not isinstance(theirs, torch.nn.Module):
+                raise SystemExit(f"--average-with {folder}: it has no {name} to average with the source's")
+            state = theirs.state_dict()
+            if state.keys() != sums[name].keys():
+                missing = sorted(sums[name].keys() ^ state.keys())[:3]
+                raise SystemExit(f"--average-with {folder}: its {name} differs from the source's in {missing}")
+            for key, value in state.items():
+                mine = sums[name][key]
+                if value.shape != mine.shape:
+                    raise SystemExit(
+                        f"--average-with {folder}: {name}.{key} has shape {tuple(value.shape)}, the source's "
+                        f"{tuple(mine.shape)}"
+                    )
+                if value.is_floating_point():
+                    mine += value.float()
+                elif not torch.equal(value, module.state_dict()[key]):
+                    raise SystemExit(f"--average-with {folder}: {name}.{key} (not a weight) differs from the source's")
+        del other
+    count = len(others) + 1
+    for name, module in modules.items():
+        state = module.state_dict()
+        module.load_state_dict(
+            {k: (sums[name][k] / count).to(v.dtype) if v.is_floating_point() else v for k, v in state.items()}
+        )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("source", help="a trained VideoDeblurPipeline folder (a stage 2 output_dir)")
@@ -60,6 +106,13 @@ def main() -> int:
         metavar="DIR",
         default=None,
         help="move the model being replaced to DIR instead of deleting it (when DIR exists it is left as it is)",
+    )
+    parser.add_argument(
+        "--average-with",
+        nargs="+",
+        metavar="RUN",
+        default=[],
+        help="ship the uniform average of the source's weights and these pipeline folders' (same architecture)",
     )
     args = parser.parse_args()
 
@@ -89,7 +142,12 @@ def main() -> int:
         noise_scale = json.load(open(index)).get("noise_scale") if os.path.isfile(index) else None
     if noise_scale is not None and not (math.isfinite(noise_scale) and noise_scale >= 0):
         raise SystemExit(f"--noise-scale must be a finite number >= 0, got {noise_scale!r}")
+    others = [os.path.abspath(folder) for folder in args.average_with]
+    if source in others or len(set(others)) != len(others):
+        raise SystemExit("--average-with names the source or one folder twice: each folder counts once in the mean")
     pipe = VideoDeblurPipeline.from_pretrained(source)
+    if others:
+        average_weights(pipe, others)
     if noise_scale is not None:
         pipe.register_to_config(noise_scale=float(noise_scale))
     # The UNet and both CLIP encoders are stored in float16 to keep the package small; they load back as float32
@@ -124,6 +182,8 @@ def main() -> int:
     record_path = os.path.join(tmp, "training.json")
     record = json.load(open(record_path)) if os.path.isfile(record_path) else {"runs": []}
     run = {"source": os.path.relpath(source), "shipped": time.strftime("%Y-%m-%d %H:%M:%S")}
+    if others:
+        run["averaged_with"] = [os.path.relpath(folder) for folder in others]
     log = os.path.join(source, "loss_log.csv")
     if os.path.isfile(log):
         rows = list(csv.DictReader(open(log)))
