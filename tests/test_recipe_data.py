@@ -124,6 +124,38 @@ def test_a_run_continues_from_an_unshipped_folder_and_refuses_one_that_is_not_a_
     assert "stopped before stage 2" not in unfinished.stdout
 
 
+def test_a_finished_run_is_not_trained_again_and_ship_0_prints_the_averaging_ship_command(tmp_path):
+    """A run folder that holds a finished pipeline skips stage 2; with `SHIP=0` the recipe prints the command that
+    ships it, `AVERAGE_WITH`'s folders passed on as `--average-with`."""
+    import hashlib
+
+    probe = tmp_path / "probe"
+    (probe / "unet").mkdir(parents=True)
+    (probe / "unet" / "diffusion_pytorch_model.safetensors").write_bytes(b"an earlier run")
+    (probe / "unet" / "config.json").write_text(json.dumps({"layers_per_block": 2}))
+    (probe / "model_index.json").write_text("{}")
+    run = tmp_path / f"continue_{hashlib.sha256(b'an earlier run').hexdigest()[:12]}"
+    run.mkdir()
+    (run / "model_index.json").write_text("{}")  # finished: stage 2 has nothing left to do
+    env = {
+        "CONTINUE": "1",
+        "TRAIN_SEQUENCES": "1",
+        "TRAIN_FRAMES": "2",
+        "SYNTH_WORKERS": "1",
+        "SHIP": "0",
+        "STOP_AFTER": "",
+    }
+    earlier = f"{tmp_path}/a {tmp_path}/b"
+    done = _recipe(tmp_path, **env, CONTINUE_FROM=str(probe), AVERAGE_WITH=earlier)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"== not shipped (SHIP=0): {run}\n" in done.stdout
+    (line,) = [x for x in done.stdout.splitlines() if x.startswith("to ship it:")]
+    assert f"ship_default_model.py {run} pipeline_video_deblur/default_model --tile-size 128" in line
+    assert line.endswith(f" --average-with {earlier}")
+    plain = _recipe(tmp_path, **env, CONTINUE_FROM=str(probe))
+    assert plain.returncode == 0 and "--average-with" not in plain.stdout
+
+
 def test_data_seed_renders_other_train_sequences(tmp_path):
     done = _recipe(tmp_path, TRAIN_SEQUENCES="1", TRAIN_FRAMES="2", DATA_SEED="2", SYNTH_WORKERS="1")
     assert done.returncode == 0, done.stderr[-3000:]

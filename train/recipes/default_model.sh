@@ -16,6 +16,8 @@
 #
 # STOP_AFTER=data renders the data (and stills) and stops before training; STOP_AFTER=plan stops before stage 2 (after
 # deepening the UNet, with UNET_LAYERS) and prints its run folder; SHIP=0 trains but leaves the shipped model as it is.
+# AVERAGE_WITH="RUN1 RUN2" ships the uniform average of the new run's weights and those earlier runs' of the same chain
+# (ship_default_model.py --average-with: checkpoint averaging).
 # Resumable: every stage resumes from its latest complete checkpoint, and a stage whose final pipeline
 # folder exists is skipped, so running the same command again continues where it stopped. Seeds are fixed.
 # Sizes were chosen by measurement on the 2-core CPU (see pipeline_video_deblur/default_model/README.md).
@@ -280,9 +282,10 @@ REPLACED=
 if [ "${SHIP:-1}" = 0 ]; then
     echo "== not shipped (SHIP=0): $OUT"
     echo "to ship it: $PYTHON train/recipes/ship_default_model.py $OUT $SHIPPED --tile-size ${TILE_SIZE:-128}" \
-        "${REPLACED:+--keep-replaced $REPLACED}"
+        "${REPLACED:+--keep-replaced $REPLACED}${AVERAGE_WITH:+ --average-with $AVERAGE_WITH}"
     exit 0
 fi
 echo "== ship"
+# shellcheck disable=SC2086  # AVERAGE_WITH is a space-separated list of folders
 $PYTHON train/recipes/ship_default_model.py "$OUT" "$SHIPPED" --tile-size "${TILE_SIZE:-128}" \
-    ${REPLACED:+--keep-replaced "$REPLACED"}
+    ${REPLACED:+--keep-replaced "$REPLACED"} ${AVERAGE_WITH:+--average-with $AVERAGE_WITH}
