@@ -50,36 +50,36 @@ def average_weights(pipe, others: list[str]) -> None:
     from pipeline_video_deblur import VideoDeblurPipeline
 
     modules = {n: m for n, m in pipe.components.items() if isinstance(m, torch.nn.Module)}
-    sums = {n: {k: v.detach().float().clone() for k, v in m.state_dict().items()} for n, m in modules.items()}
+    mine = {n: m.state_dict() for n, m in modules.items()}  # the source's tensors, read once
+    sums = {n: {k: v.detach().float().clone() for k, v in s.items() if v.is_floating_point()} for n, s in mine.items()}
     for folder in others:
         if not os.path.isfile(os.path.join(folder, "model_index.json")):
             raise SystemExit(f"--average-with {folder}: not a pipeline folder (no model_index.json)")
         other = VideoDeblurPipeline.from_pretrained(folder)
-        for name, module in modules.items():
+        for name in modules:
             theirs = getattr(other, name, None)
             if not isinstance(theirs, torch.nn.Module):
                 raise SystemExit(f"--average-with {folder}: it has no {name} to average with the source's")
             state = theirs.state_dict()
-            if state.keys() != sums[name].keys():
-                missing = sorted(sums[name].keys() ^ state.keys())[:3]
+            if state.keys() != mine[name].keys():
+                missing = sorted(mine[name].keys() ^ state.keys())[:3]
                 raise SystemExit(f"--average-with {folder}: its {name} differs from the source's in {missing}")
             for key, value in state.items():
-                mine = sums[name][key]
-                if value.shape != mine.shape:
+                ours = mine[name][key]
+                if value.shape != ours.shape:
                     raise SystemExit(
                         f"--average-with {folder}: {name}.{key} has shape {tuple(value.shape)}, the source's "
-                        f"{tuple(mine.shape)}"
+                        f"{tuple(ours.shape)}"
                     )
-                if value.is_floating_point():
-                    mine += value.float()
-                elif not torch.equal(value, module.state_dict()[key]):
+                if key in sums[name]:
+                    sums[name][key] += value.float()
+                elif not torch.equal(value, ours):
                     raise SystemExit(f"--average-with {folder}: {name}.{key} (not a weight) differs from the source's")
         del other
     count = len(others) + 1
     for name, module in modules.items():
-        state = module.state_dict()
         module.load_state_dict(
-            {k: (sums[name][k] / count).to(v.dtype) if v.is_floating_point() else v for k, v in state.items()}
+            {k: (sums[name][k] / count).to(v.dtype) if k in sums[name] else v for k, v in mine[name].items()}
         )
 
 
