@@ -83,11 +83,16 @@ def test_a_continued_run_is_named_after_its_settings_and_kept_to_its_data(tmp_pa
         BATCH="4",
         STAGE2_LR="5e-5",
         STAGE2_TIMESTEP_BIAS="none",
+        STAGE2_START_FRACTION="0.5",
+        STAGE2_TRAJECTORY_FRACTION="0.25",
+        STAGE2_TRAJECTORY_GUIDANCE="2",
+        STAGE2_TRAJECTORY_HOPS="2",
         STAGE2_TRANSPOSE="1",
         STAGE2_PRECISION="bf16",
     )
     assert other.returncode == 0, other.stderr[-3000:]
-    assert f"(STOP_AFTER=plan): {run}_crop96_batch4_lr5e-5_biasnonex4_transpose_bf16\n" in other.stdout
+    name = "_crop96_batch4_lr5e-5_biasnonex4_start0.5_traj0.25_cfg2_hops2_transpose_bf16"
+    assert f"(STOP_AFTER=plan): {run}{name}\n" in other.stdout
 
     # An unfinished run (its arguments written, no final pipeline) that began on other data is refused by name.
     run.mkdir()

@@ -580,6 +580,8 @@ def sampler_trajectory_draws(
     trajectory: torch.Tensor,
     start_estimate,
     noise_scale: float,
+    hops: int = 1,
+    later_estimate=None,
 ):
     """Move samples to where the sampler's later steps are, from its first step's estimate.
 
@@ -597,8 +599,18 @@ def sampler_trajectory_draws(
     rest keep their draws. At the sampler's second timestep this is exactly its input; at later ones the sampler's
     input is built from its later estimates, which the first one stands in for.
 
+    `hops` 2 builds that input from a later estimate instead: the first estimate is stepped to the timestep of
+    `trajectory` just before the picked one, `later_estimate(x_prev, t_prev, rows)` gives the model's estimate there
+    (no gradient), and x_t is the DDIM step from that estimate, as the sampler's own step into t is. The estimate that
+    the real sampler's later steps meet has been refined by the steps before them; a model trained only on inputs made
+    from the first estimate learns to correct the first estimate's errors, and at those steps corrects again what
+    is already corrected. Samples picked at the trajectory's first timestep (the sampler's second) keep the first
+    estimate, which is exact there. One more model pass for the picked samples; `hops` 1 (default): none.
+
     Returns `(noisy, noise, timesteps)`, float32 where computed.
     """
+    if hops not in (1, 2) or (hops == 2 and later_estimate is None):
+        raise ValueError(f"hops must be 1, or 2 with a later_estimate, got {hops!r}")
     generator = rng.generator
     device = x0.device
     draw = torch.rand(x0.shape[0], generator=generator, device=device)
@@ -612,7 +624,18 @@ def sampler_trajectory_draws(
     start = noise[rows] * noise_scale
     estimate = start_estimate(start, rows).float()
     start_eps = noise_from_x0(alphas_cumprod, start, estimate, torch.full_like(rows, last))
-    new_t = trajectory.to(device)[index[rows]].long()
+    trajectory = trajectory.to(device)
+    new_t = trajectory[index[rows]].long()
+    if hops == 2:
+        previous = index[rows] - 1
+        later = (previous >= 0).nonzero().flatten()
+        if later.numel():
+            t_prev = trajectory[previous[later]].long()
+            x_prev = add_noise(alphas_cumprod, estimate[later], start_eps[later], t_prev)
+            refined = later_estimate(x_prev, t_prev, rows[later]).float()
+            estimate, start_eps = estimate.clone(), start_eps.clone()
+            estimate[later] = refined
+            start_eps[later] = noise_from_x0(alphas_cumprod, x_prev, refined, t_prev)
     x_t = add_noise(alphas_cumprod, estimate, start_eps, new_t)
     implied = noise_from_x0(alphas_cumprod, x_t, x0[rows], new_t)
     noisy, noise, timesteps = noisy.clone(), noise.clone(), timesteps.clone()

@@ -117,6 +117,17 @@ def add_deblur_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
             "1 (default): conditional only"
         ),
     )
+    group.add_argument(
+        "--sampler_trajectory_hops",
+        type=int,
+        default=1,
+        help=(
+            "2: those inputs are made from the model's estimate at the sampler's timestep just before the one "
+            "drawn (itself reached from the first estimate; one more pass without gradient, at the same CFG), as "
+            "the sampler's own later steps make them from estimates the steps before have refined, instead of "
+            "from the first estimate. 1 (default): from the first estimate"
+        ),
+    )
     group.add_argument("--validation_guidance_scale", type=float, default=2.0, help="CFG scale of the validation runs")
     return parser
 
@@ -135,6 +146,8 @@ def check_deblur_args(args: argparse.Namespace) -> None:
         raise ValueError(f"--sampler_trajectory_guidance_scale must be a finite number >= 1, got {guidance}")
     if args.sampler_trajectory_steps < 2:
         raise ValueError(f"--sampler_trajectory_steps must be at least 2, got {args.sampler_trajectory_steps}")
+    if args.sampler_trajectory_hops not in (1, 2):
+        raise ValueError(f"--sampler_trajectory_hops must be 1 or 2, got {args.sampler_trajectory_hops}")
     scale = args.inference_start_noise_scale
     if scale is not None and not (math.isfinite(scale) and scale >= 0):
         raise ValueError(f"--inference_start_noise_scale must be a finite number >= 0, got {scale}")
@@ -284,6 +297,7 @@ def make_loss_fn(args, accelerator, pipe: VideoDeblurPipeline, model, noise_rng)
             f"{args.sampler_trajectory_fraction:.0%} of the samples are drawn on the {args.sampler_trajectory_steps}-step "
             f"sampler's path after its first step (t = {int(trajectory[0])} .. {int(trajectory[-1])}), from its "
             f"first estimate at CFG {args.sampler_trajectory_guidance_scale:g}"
+            + (", refined at the timestep before the one drawn" if args.sampler_trajectory_hops == 2 else "")
         )
 
     def compute_loss(batch: dict) -> dict[str, torch.Tensor]:
@@ -313,6 +327,11 @@ def make_loss_fn(args, accelerator, pipe: VideoDeblurPipeline, model, noise_rng)
             start_estimate = first_estimate_fn(
                 model, alphas_cumprod, cond, centre, args.sampler_trajectory_guidance_scale
             )
+            later_estimate = None
+            if args.sampler_trajectory_hops == 2:
+                later_estimate = estimate_fn(
+                    model, alphas_cumprod, cond, centre, args.sampler_trajectory_guidance_scale
+                )
             noisy, noise, timesteps = common.sampler_trajectory_draws(
                 noise_rng,
                 alphas_cumprod,
@@ -324,6 +343,8 @@ def make_loss_fn(args, accelerator, pipe: VideoDeblurPipeline, model, noise_rng)
                 trajectory,
                 start_estimate,
                 start_noise_scale,
+                hops=args.sampler_trajectory_hops,
+                later_estimate=later_estimate,
             )
         prediction = model(noisy, cond, timesteps, centre, keep)
         if args.coherence_space == "latent":
@@ -363,21 +384,18 @@ def refuse_sharded_trajectory_draws(accelerator) -> None:
         )
 
 
-def first_estimate_fn(
+def estimate_fn(
     model, alphas_cumprod: torch.Tensor, cond: torch.Tensor, centre: torch.Tensor, guidance_scale: float = 1.0
 ):
-    """`start_estimate(start, rows)` for `common.sampler_trajectory_draws`: the clean sample the model implies at
-    the last timestep from `start`, for the batch rows `rows`, without gradient and in eval mode (no dropout), as the
-    sampler runs it; the model's mode is restored after. At `guidance_scale` 1 the prediction is the conditional one
-    (keep = 1); above 1 it is guided as the pipeline guides it, uncond + scale x (cond - uncond), the unconditional
-    pass with the image tokens zeroed (keep = 0), as the pipeline's negative context is, run in one batch with the
-    conditional one."""
-    last = alphas_cumprod.shape[0] - 1
+    """`estimate(x_t, t, rows)`: the clean sample the model implies from the inputs `x_t` at the timesteps `t` (one
+    per row), for the batch rows `rows`, without gradient and in eval mode (no dropout), as the sampler runs it; the
+    model's mode is restored after. At `guidance_scale` 1 the prediction is the conditional one (keep = 1); above 1
+    it is guided as the pipeline guides it, uncond + scale x (cond - uncond), the unconditional pass with the image
+    tokens zeroed (keep = 0), as the pipeline's negative context is, run in one batch with the conditional one."""
 
     @torch.no_grad()
-    def start_estimate(start: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-        t = torch.full((rows.shape[0],), last, device=start.device, dtype=torch.long)
-        keep = torch.ones(rows.shape[0], device=start.device)
+    def estimate(x_t: torch.Tensor, t: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        keep = torch.ones(rows.shape[0], device=x_t.device)
         was_training = model.training
         model.eval()
         try:
@@ -385,7 +403,7 @@ def first_estimate_fn(
                 # One pass on the doubled batch, as the pipeline runs CFG: cheaper than two passes on a CPU.
                 doubled = torch.cat([rows, rows])
                 both = model(
-                    torch.cat([start, start]),
+                    torch.cat([x_t, x_t]),
                     cond[doubled],
                     torch.cat([t, t]),
                     centre[doubled],
@@ -394,10 +412,24 @@ def first_estimate_fn(
                 v, uncond = both.chunk(2)
                 v = uncond + guidance_scale * (v - uncond)
             else:
-                v = model(start, cond[rows], t, centre[rows], keep).float()
+                v = model(x_t, cond[rows], t, centre[rows], keep).float()
         finally:
             model.train(was_training)
-        return x0_from_v(alphas_cumprod, start, v, t)
+        return x0_from_v(alphas_cumprod, x_t, v, t)
+
+    return estimate
+
+
+def first_estimate_fn(
+    model, alphas_cumprod: torch.Tensor, cond: torch.Tensor, centre: torch.Tensor, guidance_scale: float = 1.0
+):
+    """`start_estimate(start, rows)` for `common.sampler_trajectory_draws`: `estimate_fn`'s estimate at the last
+    timestep, from the sampler's start."""
+    last = alphas_cumprod.shape[0] - 1
+    estimate = estimate_fn(model, alphas_cumprod, cond, centre, guidance_scale)
+
+    def start_estimate(start: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        return estimate(start, torch.full((rows.shape[0],), last, device=start.device, dtype=torch.long), rows)
 
     return start_estimate
 

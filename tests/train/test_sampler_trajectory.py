@@ -322,3 +322,153 @@ def test_the_training_loss_makes_its_first_estimates_at_the_guidance_scale_asked
     clip = tiny_video(4)[None]
     losses = compute_loss({"blur": clip, "sharp": clip.flip(-1)})
     assert scales == [3.0] and torch.isfinite(losses["loss"])
+
+
+class LaterEstimates:
+    """A stand-in for the model's later estimates: `x0 + offset` for the rows asked, recording each call."""
+
+    def __init__(self, x0: torch.Tensor, offset: float = 0.1):
+        self.x0, self.offset, self.calls = x0, offset, []
+
+    def __call__(self, x_t: torch.Tensor, t: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        self.calls.append((x_t.clone(), t.clone(), rows.clone()))
+        return self.x0[rows] + self.offset
+
+
+def two_hop_draws(batch, trajectory, step=0, hops=2):
+    alphas = sampler().alphas_cumprod
+    rng = common.NoiseRNG(torch.device("cpu"), seed=0)
+    rng.reseed(step)
+    x0 = torch.randn(batch, 4, 3, 5, 5, generator=torch.Generator().manual_seed(step))
+    noise, timesteps, _ = common.diffusion_draws(rng, tuple(x0.shape), 1000, 0.1, "cpu")
+    forward = add_noise(alphas, x0, noise, timesteps)
+    first, later = Estimates(x0), LaterEstimates(x0)
+    out = common.sampler_trajectory_draws(
+        rng, alphas, x0, forward, noise, timesteps, 1.0, trajectory, first, 0.0, hops=hops, later_estimate=later
+    )
+    return alphas, x0, first, later, out, rng.generator.get_state()
+
+
+def test_two_hops_make_the_input_the_sampler_s_step_from_its_estimate_at_the_timestep_before():
+    trajectory = later_timesteps(5)  # 799, 599, 399, 199
+    alphas, x0, first, later, (noisy, new_noise, timesteps), _ = two_hop_draws(16, trajectory)
+    ((start, rows),) = first.calls
+    ((x_prev, t_prev, later_rows),) = later.calls  # one batched call for the picked samples past the second step
+    picked_t = timesteps[rows]
+    past_second = picked_t != 799
+    assert bool(past_second.any()) and bool((~past_second).any())  # this draw has both kinds
+    assert torch.equal(later_rows, rows[past_second])
+    # The later estimate is asked at the sampler's timestep just before the one drawn (5-step trailing: + 200) ...
+    assert torch.equal(t_prev, picked_t[past_second] + 200)
+    scheduler = sampler()
+    scheduler.set_timesteps(5)
+    first_estimate, later_estimate = x0 + 0.3, x0 + 0.1
+
+    def start_eps(row):  # the noise implied by the start and the first estimate
+        i = int((rows == row).nonzero())
+        return (start[i] - alphas[999].sqrt() * first_estimate[row]) / (1 - alphas[999]).sqrt()
+
+    for k, row in enumerate(later_rows.tolist()):
+        # ... on the input the first estimate gives there (a DDIM jump from the start, eta 0) ...
+        a = alphas[int(t_prev[k])]
+        assert torch.allclose(x_prev[k], a.sqrt() * first_estimate[row] + (1 - a).sqrt() * start_eps(row), atol=1e-5)
+        # ... and the input at the drawn timestep is the real sampler's step from there with that estimate.
+        t = torch.tensor([int(t_prev[k])])
+        eps = (x_prev[k : k + 1] - a.sqrt() * later_estimate[row : row + 1]) / (1 - a).sqrt()
+        v = v_target(alphas, later_estimate[row : row + 1], eps, t)
+        expected = scheduler.step(v, int(t_prev[k]), x_prev[k : k + 1], eta=0.0).prev_sample
+        assert torch.allclose(noisy[row : row + 1], expected, atol=1e-5)
+    # Picked at the sampler's second timestep: the first estimate's step, exact there, as with one hop.
+    for row in rows[~past_second].tolist():
+        expected = alphas[799].sqrt() * first_estimate[row] + (1 - alphas[799]).sqrt() * start_eps(row)
+        assert torch.allclose(noisy[row], expected, atol=1e-5)
+    # Either way the v-target recovers the target from the new input.
+    target = v_target(alphas, x0, new_noise, timesteps)
+    assert torch.allclose(x0_from_v(alphas, noisy, target, timesteps), x0, atol=1e-4)
+
+
+def test_two_hops_draw_the_same_timesteps_and_random_numbers_as_one():
+    trajectory = later_timesteps()
+    *_, (noisy1, _, t1), state1 = two_hop_draws(16, trajectory, step=3, hops=1)
+    _, _, _, later, (noisy2, _, t2), state2 = two_hop_draws(16, trajectory, step=3, hops=2)
+    assert torch.equal(t1, t2) and torch.equal(state1, state2)
+    changed = t2 != 979
+    assert not torch.allclose(noisy1[changed], noisy2[changed])  # made from the later estimate instead
+    assert torch.equal(noisy1[~changed], noisy2[~changed])
+
+
+def test_two_hops_at_the_second_timestep_only_need_no_later_estimate():
+    _, _, first, later, _, _ = two_hop_draws(6, torch.tensor([979]))
+    assert len(first.calls) == 1 and later.calls == []
+
+
+def test_two_hops_without_a_later_estimate_or_other_hop_counts_are_refused():
+    alphas = sampler().alphas_cumprod
+    rng = common.NoiseRNG(torch.device("cpu"), seed=0)
+    x0 = torch.zeros(2, 4, 3, 5, 5)
+    t = torch.zeros(2, dtype=torch.long)
+    for hops, later in ((2, None), (3, LaterEstimates(x0)), (0, None)):
+        with pytest.raises(ValueError, match=f"hops must be 1, or 2 with a later_estimate, got {hops}"):
+            common.sampler_trajectory_draws(
+                rng, alphas, x0, x0, x0, t, 1.0, later_timesteps(), Estimates(x0), 0.0, hops, later
+            )
+    with pytest.raises(ValueError, match="--sampler_trajectory_hops must be 1 or 2, got 3"):
+        parse("--sampler_trajectory_hops", "3")
+    assert parse().sampler_trajectory_hops == 1
+
+
+@pytest.mark.parametrize("scale", [1.0, 2.0])
+def test_the_later_estimate_is_the_eval_mode_guided_clean_sample_at_each_row_s_own_timestep(scale):
+    alphas = sampler().alphas_cumprod
+    model = RecordingModel().train()
+    cond, centre = torch.randn(4, 2, 3, 5, 5), torch.randn(4, 3, 8, 8)
+    x_t = torch.randn(2, 2, 3, 5, 5)
+    rows, t = torch.tensor([3, 1]), torch.tensor([519, 39])
+    estimate = deblur_training.estimate_fn(model, alphas, cond, centre, scale)(x_t, t, rows)
+    (call,) = model.calls
+    assert call["training"] is False and model.training
+    assert torch.equal(call["timesteps"], t if scale == 1.0 else torch.cat([t, t]))
+    assert torch.equal(call["cond"][:2], cond[rows]) and torch.equal(call["centre"][:2], centre[rows])
+    assert torch.allclose(estimate, x0_from_v(alphas, x_t, x_t * 2 + scale, t))
+
+
+def test_the_training_loss_with_two_hops_asks_the_model_at_the_sampler_s_later_timesteps(monkeypatch, tmp_path):
+    """--sampler_trajectory_hops 2 reaches the loss: the real model is asked for later estimates at timesteps of the
+    sampler's schedule, below its start, at the guidance scale asked."""
+    import stage2_finetune
+    from accelerate import Accelerator
+    from tiny import tiny_pipeline, tiny_video
+
+    asked = []
+    real = deblur_training.estimate_fn
+
+    def recording(model, alphas, cond, centre, guidance_scale=1.0):
+        estimate = real(model, alphas, cond, centre, guidance_scale)
+
+        def wrapped(x_t, t, rows):
+            asked.append((t.tolist(), guidance_scale))
+            return estimate(x_t, t, rows)
+
+        return wrapped
+
+    monkeypatch.setattr(deblur_training, "estimate_fn", recording)
+    args = stage2_finetune.parse_args(
+        ["--pretrained_model_name_or_path", "p", "--train_data_dir", "d", "--output_dir", str(tmp_path),
+         "--sampler_trajectory_fraction", "1", "--sampler_trajectory_hops", "2",
+         "--sampler_trajectory_guidance_scale", "2", "--sampler_trajectory_steps", "10"]
+    )  # fmt: skip
+    pipe = tiny_pipeline()
+    model = deblur_training.DeblurModel(pipe)
+    rng = common.NoiseRNG(torch.device("cpu"), 0)
+    compute_loss = deblur_training.make_loss_fn(args, Accelerator(cpu=True), pipe, model, rng)
+    clip = tiny_video(4)[None]
+    for step in range(4):
+        rng.reseed(step)
+        assert torch.isfinite(compute_loss({"blur": clip, "sharp": clip.flip(-1)})["loss"])
+    scheduler = sampler()
+    scheduler.set_timesteps(10)
+    later = scheduler.timesteps[1:-1].tolist()  # a timestep before the drawn one: never the start, never the last
+    first = [t for t, _ in asked if t == [999]]
+    refined = [t for t, _ in asked if t != [999]]
+    assert len(first) == 4 and refined and all(t[0] in later for t in refined)
+    assert {scale for _, scale in asked} == {2.0}

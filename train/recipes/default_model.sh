@@ -97,6 +97,9 @@ STAGE2_STEPS=${STAGE2_STEPS:-2000}  # the shipped model: stopped at 1800 (STAGE2
 # steps are (the model's first estimate from the start, stepped by DDIM straight to a later timestep: train
 # --sampler_trajectory_fraction); 0 (default): none. STAGE2_TRAJECTORY_GUIDANCE=G makes that first estimate at CFG G
 # (train --sampler_trajectory_guidance_scale; 2 is the pipeline's default scale); 1 (default): conditional only.
+# STAGE2_TRAJECTORY_HOPS=2 makes those inputs from the model's estimate at the sampler's timestep before the one drawn
+# (reached from the first estimate; train --sampler_trajectory_hops 2), as the sampler's own later steps make them
+# from refined estimates; 1 (default): from the first estimate, as versions <= 0.34 were trained.
 # STAGE2_TRANSPOSE=1: stage 2 also transposes half its crops (train --augment_transpose), so that the eight flips and
 # rotations are all drawn; 0 (default): flips and temporal reversal only, as versions <= 0.25 were trained.
 # STAGE2_PRECISION=bf16: stage 2 runs under bf16 autocast (train --mixed_precision bf16; the trained weights, Adam
@@ -195,6 +198,8 @@ if [ "${CONTINUE:-0}" = "1" ]; then
     # (the estimate's CFG matters only where there are trajectory draws)
     [ "${STAGE2_TRAJECTORY_FRACTION:-0}" = 0 ] || [ "${STAGE2_TRAJECTORY_GUIDANCE:-1}" = 1 ] ||
         OUT=${OUT}_cfg$STAGE2_TRAJECTORY_GUIDANCE
+    [ "${STAGE2_TRAJECTORY_FRACTION:-0}" = 0 ] || [ "${STAGE2_TRAJECTORY_HOPS:-1}" = 1 ] ||
+        OUT=${OUT}_hops$STAGE2_TRAJECTORY_HOPS
     [ "${STAGE2_TRANSPOSE:-0}" = 0 ] || OUT=${OUT}_transpose
     [ -z "${STAGE2_PRECISION:-}" ] || OUT=${OUT}_$STAGE2_PRECISION
 else
@@ -266,6 +271,7 @@ if ! done_pipeline "$OUT"; then
         --inference_start_fraction "${STAGE2_START_FRACTION:-0}" \
         --sampler_trajectory_fraction "${STAGE2_TRAJECTORY_FRACTION:-0}" \
         --sampler_trajectory_guidance_scale "${STAGE2_TRAJECTORY_GUIDANCE:-1}" \
+        --sampler_trajectory_hops "${STAGE2_TRAJECTORY_HOPS:-1}" \
         ${STAGE2_MINUTES:+--max_train_minutes "$STAGE2_MINUTES"} \
         $([ "${STAGE2_TRANSPOSE:-0}" = 0 ] || echo --augment_transpose) \
         ${STAGE2_PRECISION:+--mixed_precision "$STAGE2_PRECISION"}
