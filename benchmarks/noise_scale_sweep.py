@@ -26,7 +26,7 @@ import torch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from quality import load_test_clips, mean_over_seeds, number_list, row_line, score, to_uint8  # noqa: E402
+from quality import add_clip_arguments, mean_over_seeds, number_list, row_line, score, sweep_clips, to_uint8  # noqa: E402
 from results_io import metric_axis, pyplot, save_figure, write_json  # noqa: E402
 
 from pipeline_video_deblur.cli import load_pipeline, non_negative_float, positive_float, positive_int  # noqa: E402
@@ -52,18 +52,10 @@ def main() -> int:
         default=1,
         help="seeds 0..K-1 for every scale above 0, and their mean (a scale of 0 is the same for every seed)",
     )
-    parser.add_argument("--max-clips", type=positive_int, default=None, help="the first N benchmark clips only")
-    parser.add_argument("--num-frames", type=positive_int, default=None, help="the first N frames of each clip")
-    parser.add_argument("--cache", default=os.path.join(HERE, "..", "runs", "benchmark_synth_test_seed0"))
-    parser.add_argument("--out", default=os.path.join(HERE, "results", "noise_scale_sweep.json"))
-    parser.add_argument("--figure", default=None, help="the plot (default: --out with .png)")
+    add_clip_arguments(parser, "noise_scale_sweep")
     args = parser.parse_args()
-    figure_path = args.figure or os.path.splitext(args.out)[0] + ".png"
 
-    clips = [
-        (name, blur[: args.num_frames], sharp[: args.num_frames])
-        for name, blur, sharp in load_test_clips(args.cache)[: args.max_clips]
-    ]
+    clips, figure_path = sweep_clips(args)
     pipe = load_pipeline(args.model, device=args.device)
     pipe.set_progress_bar_config(disable=True)
     cfg = inspect.signature(pipe.__call__).parameters["guidance_scale"].default

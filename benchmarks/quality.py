@@ -51,6 +51,25 @@ def load_test_clips(cache: str) -> list[tuple[str, np.ndarray, np.ndarray]]:
     return clips
 
 
+def add_clip_arguments(parser: argparse.ArgumentParser, name: str) -> None:
+    """The arguments the sweeps share: which clips (--max-clips, --num-frames, --cache) and where the results go
+    (--out, default results/NAME.json; --figure, default --out with .png). `sweep_clips` reads them."""
+    parser.add_argument("--max-clips", type=positive_int, default=None, help="the first N benchmark clips only")
+    parser.add_argument("--num-frames", type=positive_int, default=None, help="the first N frames of each clip")
+    parser.add_argument("--cache", default=os.path.join(HERE, "..", "runs", "benchmark_synth_test_seed0"))
+    parser.add_argument("--out", default=os.path.join(HERE, "results", f"{name}.json"))
+    parser.add_argument("--figure", default=None, help="the plot (default: --out with .png)")
+
+
+def sweep_clips(args: argparse.Namespace) -> tuple[list[tuple[str, np.ndarray, np.ndarray]], str]:
+    """The clips `add_clip_arguments` chose, (name, blurred, sharp) cut to --num-frames, and the figure's path."""
+    clips = [
+        (name, blur[: args.num_frames], sharp[: args.num_frames])
+        for name, blur, sharp in load_test_clips(args.cache)[: args.max_clips]
+    ]
+    return clips, args.figure or os.path.splitext(args.out)[0] + ".png"
+
+
 def number_list(parse, expected: str):
     """argparse type: comma-separated numbers, each read by `parse` (an argparse type of pipeline_video_deblur.cli),
     sorted and without repeats; a part `parse` refuses is named in the error."""

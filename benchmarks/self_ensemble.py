@@ -27,7 +27,7 @@ import torch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from quality import load_test_clips, row_line, score, to_uint8  # noqa: E402
+from quality import add_clip_arguments, row_line, score, sweep_clips, to_uint8  # noqa: E402
 from results_io import metric_axis, pyplot, save_figure, write_json  # noqa: E402
 
 from pipeline_video_deblur.cli import load_pipeline, non_negative_float, positive_float, positive_int  # noqa: E402
@@ -43,18 +43,10 @@ def main() -> int:
     parser.add_argument(
         "--noise-scale", type=non_negative_float, default=None, help="starting noise x this (default: the model's own)"
     )
-    parser.add_argument("--max-clips", type=positive_int, default=None, help="the first N benchmark clips only")
-    parser.add_argument("--num-frames", type=positive_int, default=None, help="the first N frames of each clip")
-    parser.add_argument("--cache", default=os.path.join(HERE, "..", "runs", "benchmark_synth_test_seed0"))
-    parser.add_argument("--out", default=os.path.join(HERE, "results", "self_ensemble.json"))
-    parser.add_argument("--figure", default=None, help="the plot (default: --out with .png)")
+    add_clip_arguments(parser, "self_ensemble")
     args = parser.parse_args()
-    figure_path = args.figure or os.path.splitext(args.out)[0] + ".png"
 
-    clips = [
-        (name, blur[: args.num_frames], sharp[: args.num_frames])
-        for name, blur, sharp in load_test_clips(args.cache)[: args.max_clips]
-    ]
+    clips, figure_path = sweep_clips(args)
     pipe = load_pipeline(args.model, device=args.device)
     pipe.set_progress_bar_config(disable=True)
     eta = inspect.signature(pipe.__call__).parameters["eta"].default

@@ -25,7 +25,7 @@ import torch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from quality import load_test_clips, number_list, row_line, score, to_uint8  # noqa: E402
+from quality import add_clip_arguments, number_list, row_line, score, sweep_clips, to_uint8  # noqa: E402
 from results_io import metric_axis, pyplot, save_figure, write_json  # noqa: E402
 
 from pipeline_video_deblur.cli import (  # noqa: E402
@@ -58,13 +58,8 @@ def main() -> int:
         help="starting noise x this (default: the model's own, pipe.config.noise_scale)",
     )
     parser.add_argument("--seed", type=int, default=0, help="the sampler's seed (the same for every strength)")
-    parser.add_argument("--max-clips", type=positive_int, default=None, help="the first N benchmark clips only")
-    parser.add_argument("--num-frames", type=positive_int, default=None, help="the first N frames of each clip")
-    parser.add_argument("--cache", default=os.path.join(HERE, "..", "runs", "benchmark_synth_test_seed0"))
-    parser.add_argument("--out", default=os.path.join(HERE, "results", "strength_sweep.json"))
-    parser.add_argument("--figure", default=None, help="the plot (default: --out with .png)")
+    add_clip_arguments(parser, "strength_sweep")
     args = parser.parse_args()
-    figure_path = args.figure or os.path.splitext(args.out)[0] + ".png"
     # what the pipeline's `get_timesteps` runs of the schedule (strength <= 1, so never more than `steps`)
     steps_run = {value: round(value * args.steps) for value in args.strengths}
     for value in args.strengths:
@@ -74,10 +69,7 @@ def main() -> int:
                 f"(round(strength * steps) = 0); use a larger strength or more steps"
             )
 
-    clips = [
-        (name, blur[: args.num_frames], sharp[: args.num_frames])
-        for name, blur, sharp in load_test_clips(args.cache)[: args.max_clips]
-    ]
+    clips, figure_path = sweep_clips(args)
     pipe = load_pipeline(args.model, device=args.device)
     pipe.set_progress_bar_config(disable=True)
     cfg = inspect.signature(pipe.__call__).parameters["guidance_scale"].default

@@ -182,6 +182,35 @@ def test_self_ensemble(cache, tmp_path):
         assert image.width > 0
 
 
+def test_sampler_steps(cache, tmp_path):
+    out = tmp_path / "steps.json"
+    result = benchmark(
+        "sampler_steps.py",
+        *("--cache", cache, "--out", out, "--device", "cpu", "--max-clips", 1, "--num-frames", 4),
+        *("--steps", 3, "--guidance-scales", "2,1"),
+    )
+    data = json.loads(out.read_text())
+    assert data["steps"] == 3 and data["frames_per_clip"] == [4] and data["noise_scale"] == 0
+    low, high = data["curves"]  # sorted by scale
+    assert (low["guidance_scale"], high["guidance_scale"]) == (1.0, 2.0)
+    for curve in data["curves"]:
+        assert [r["t"] for r in curve["rows"]] == [999, 666, 332]  # the shipped scheduler's trailing schedule
+        assert all(10 < r["psnr"] < 60 for r in curve["rows"])
+        # the last step's estimate is, up to the final alpha, what the run returns
+        assert abs(curve["rows"][-1]["psnr"] - curve["output"]["psnr"]) < 0.3
+        best = max(curve["rows"], key=lambda r: r["psnr"])
+        assert curve["best_step"]["step"] == best["step"]
+        assert curve["lost_after_best_db"] == pytest.approx(best["psnr"] - curve["rows"][-1]["psnr"])
+    assert low["rows"][1]["psnr"] != high["rows"][1]["psnr"]  # guidance changes the path
+    assert "<- best" in result.stdout and "output" in result.stdout
+    with PIL.Image.open(out.with_suffix(".png")) as image:
+        assert image.width > 0
+    refused = benchmark("sampler_steps.py", "--guidance-scales", "2,0", "--cache", cache, check=False)
+    assert refused.returncode != 0 and "argument --guidance-scales: expected comma-separated numbers > 0" in (
+        refused.stderr
+    )
+
+
 def test_long_clip_memory(tmp_path):
     out = tmp_path / "memory.json"
     result = benchmark("long_clip_memory.py", "--frames", "40,20", "--size", 32, "--segment-frames", 16, "--out", out)
