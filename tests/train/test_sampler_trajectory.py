@@ -48,13 +48,19 @@ class Estimates:
         return self.x0[rows] + self.offset
 
 
-def draws(batch, probability, noise_scale=0.0, step=0, trajectory=None, start_fraction=0.0):
+def forward_draws(batch, step):
+    """A training step's draws before the trajectory ones: the schedule, the noise stream at `step`, the targets,
+    and the forward process's noise, timesteps and noisy samples."""
     alphas = sampler().alphas_cumprod
     rng = common.NoiseRNG(torch.device("cpu"), seed=0)
     rng.reseed(step)
     x0 = torch.randn(batch, 4, 3, 5, 5, generator=torch.Generator().manual_seed(step))
     noise, timesteps, _ = common.diffusion_draws(rng, tuple(x0.shape), 1000, 0.1, "cpu")
-    forward = add_noise(alphas, x0, noise, timesteps)
+    return alphas, rng, x0, noise, timesteps, add_noise(alphas, x0, noise, timesteps)
+
+
+def draws(batch, probability, noise_scale=0.0, step=0, trajectory=None, start_fraction=0.0):
+    alphas, rng, x0, noise, timesteps, forward = forward_draws(batch, step)
     if start_fraction:
         forward, noise, timesteps = common.inference_start_draws(
             rng, alphas, x0, forward, noise, timesteps, start_fraction, noise_scale
@@ -336,12 +342,7 @@ class LaterEstimates:
 
 
 def two_hop_draws(batch, trajectory, step=0, hops=2):
-    alphas = sampler().alphas_cumprod
-    rng = common.NoiseRNG(torch.device("cpu"), seed=0)
-    rng.reseed(step)
-    x0 = torch.randn(batch, 4, 3, 5, 5, generator=torch.Generator().manual_seed(step))
-    noise, timesteps, _ = common.diffusion_draws(rng, tuple(x0.shape), 1000, 0.1, "cpu")
-    forward = add_noise(alphas, x0, noise, timesteps)
+    alphas, rng, x0, noise, timesteps, forward = forward_draws(batch, step)
     first, later = Estimates(x0), LaterEstimates(x0)
     out = common.sampler_trajectory_draws(
         rng, alphas, x0, forward, noise, timesteps, 1.0, trajectory, first, 0.0, hops=hops, later_estimate=later
