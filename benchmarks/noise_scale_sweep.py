@@ -26,18 +26,27 @@ import torch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from quality import add_clip_arguments, mean_over_seeds, number_list, row_line, score, sweep_clips, to_uint8  # noqa: E402
+from quality import (  # noqa: E402
+    add_clip_arguments,
+    add_model_arguments,
+    load_benchmark_pipeline,
+    mean_over_seeds,
+    number_list,
+    row_line,
+    score,
+    sweep_clips,
+    to_uint8,
+)
 from results_io import metric_axis, pyplot, save_figure, write_json  # noqa: E402
 
-from pipeline_video_deblur.cli import load_pipeline, non_negative_float, positive_float, positive_int  # noqa: E402
+from pipeline_video_deblur.cli import non_negative_float, positive_float, positive_int  # noqa: E402
 
 scale_list = number_list(non_negative_float, ">= 0")
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="default", help="'default' (embedded) or a pipeline folder")
-    parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda when available, else cpu)")
+    add_model_arguments(parser)
     parser.add_argument("--steps", type=positive_int, default=50, help="denoising steps (pipeline default 50)")
     parser.add_argument("--guidance-scale", type=positive_float, default=None, help="CFG (pipeline default)")
     parser.add_argument(
@@ -56,8 +65,7 @@ def main() -> int:
     args = parser.parse_args()
 
     clips, figure_path = sweep_clips(args)
-    pipe = load_pipeline(args.model, device=args.device)
-    pipe.set_progress_bar_config(disable=True)
+    pipe = load_benchmark_pipeline(args)
     cfg = inspect.signature(pipe.__call__).parameters["guidance_scale"].default
     cfg = cfg if args.guidance_scale is None else args.guidance_scale
     eta = inspect.signature(pipe.__call__).parameters["eta"].default

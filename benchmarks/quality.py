@@ -51,6 +51,19 @@ def load_test_clips(cache: str) -> list[tuple[str, np.ndarray, np.ndarray]]:
     return clips
 
 
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """--model and --device, which `load_benchmark_pipeline` reads."""
+    parser.add_argument("--model", default="default", help="'default' (embedded) or a pipeline folder")
+    parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda when available, else cpu)")
+
+
+def load_benchmark_pipeline(args: argparse.Namespace):
+    """The pipeline --model names, on --device, with its progress bar off (the benchmarks print their own)."""
+    pipe = load_pipeline(args.model, device=args.device)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
 def add_clip_arguments(parser: argparse.ArgumentParser, name: str) -> None:
     """The arguments the sweeps share: which clips (--max-clips, --num-frames, --cache) and where the results go
     (--out, default results/NAME.json; --figure, default --out with .png). `sweep_clips` reads them."""
@@ -146,8 +159,7 @@ def to_uint8(frames: np.ndarray) -> np.ndarray:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="default", help="'default' (embedded) or a pipeline folder")
-    parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda when available, else cpu)")
+    add_model_arguments(parser)
     parser.add_argument("--steps", type=positive_int, default=50, help="default setting: steps (pipeline default 50)")
     parser.add_argument(
         "--guidance-scale", type=positive_float, default=None, help="default setting: CFG (pipeline default)"
@@ -195,8 +207,7 @@ def main() -> None:
     from pipeline_video_deblur.metrics import unsharp
 
     clips = load_test_clips(args.cache)[: args.max_clips]
-    pipe = load_pipeline(args.model, device=args.device)
-    pipe.set_progress_bar_config(disable=True)
+    pipe = load_benchmark_pipeline(args)
     import inspect
 
     default_cfg = inspect.signature(pipe.__call__).parameters["guidance_scale"].default

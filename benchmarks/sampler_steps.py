@@ -24,10 +24,18 @@ import torch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from quality import add_clip_arguments, number_list, score, sweep_clips, to_uint8  # noqa: E402
+from quality import (  # noqa: E402
+    add_clip_arguments,
+    add_model_arguments,
+    load_benchmark_pipeline,
+    number_list,
+    score,
+    sweep_clips,
+    to_uint8,
+)
 from results_io import metric_axis, pyplot, save_figure, write_json  # noqa: E402
 
-from pipeline_video_deblur.cli import load_pipeline, non_negative_float, positive_float, positive_int  # noqa: E402
+from pipeline_video_deblur.cli import non_negative_float, positive_float, positive_int  # noqa: E402
 
 
 class StepRecorder:
@@ -73,8 +81,7 @@ class StepRecorder:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="default", help="'default' (embedded) or a pipeline folder")
-    parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda when available, else cpu)")
+    add_model_arguments(parser)
     parser.add_argument("--steps", type=positive_int, default=50, help="denoising steps (default 50, the default's)")
     parser.add_argument(
         "--guidance-scales",
@@ -89,8 +96,7 @@ def main() -> int:
     args = parser.parse_args()
 
     clips, figure_path = sweep_clips(args)
-    pipe = load_pipeline(args.model, device=args.device)
-    pipe.set_progress_bar_config(disable=True)
+    pipe = load_benchmark_pipeline(args)
     noise = pipe.default_noise_scale if args.noise_scale is None else args.noise_scale
     blurred = score("blurred input", {n: b for n, b, _ in clips}, clips, 0.0)
     print(f"blurred input: PSNR {blurred['psnr']:.3f}  SSIM {blurred['ssim']:.4f}", flush=True)
