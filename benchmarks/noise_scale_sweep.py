@@ -20,9 +20,6 @@ import argparse
 import inspect
 import os
 import sys
-import time
-
-import torch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -33,9 +30,10 @@ from quality import (  # noqa: E402
     mean_over_seeds,
     number_list,
     row_line,
+    run_setting,
     score,
     sweep_clips,
-    to_uint8,
+    sweep_record,
 )
 from results_io import metric_axis, pyplot, save_figure, write_json  # noqa: E402
 
@@ -77,19 +75,8 @@ def main() -> int:
         seeds = 1 if scale == 0 and eta == 0 else args.seeds
         draws = []
         for seed in range(seeds):
-            started = time.perf_counter()
-            outputs = {}
-            for name, blur, _ in clips:
-                frames = pipe(
-                    blur,
-                    num_inference_steps=args.steps,
-                    guidance_scale=cfg,
-                    noise_scale=scale,
-                    generator=torch.Generator().manual_seed(seed),
-                    output_type="np",
-                ).frames[0]
-                outputs[name] = to_uint8(frames)
-            draws.append(score(f"noise {scale:g} seed {seed}", outputs, clips, time.perf_counter() - started))
+            call = {"num_inference_steps": args.steps, "guidance_scale": cfg, "noise_scale": scale}
+            draws.append(run_setting(pipe, clips, f"noise {scale:g} seed {seed}", seed=seed, **call))
             draws[-1]["clips"] = len(clips)
             if seeds > 1:
                 print(row_line(f"noise {scale:g} [seed {seed}]", draws[-1]), flush=True)
@@ -100,15 +87,11 @@ def main() -> int:
         print(row_line(label, row), flush=True)
 
     best = max(rows[1:], key=lambda r: r["psnr"])
-    result = {
-        "data": "video-deblur synth --split test --sequences 4 --frames 16 --size 128x128 --seed 0",
-        "model": args.model,
+    result = sweep_record(
+        args, pipe, clips, {"steps": args.steps, "guidance_scale": cfg, "eta": eta, "seeds": args.seeds}
+    )
+    result |= {
         "model_noise_scale": pipe.default_noise_scale,
-        "setting": {"steps": args.steps, "guidance_scale": cfg, "eta": eta, "seeds": args.seeds},
-        "clips": len(clips),
-        "frames_per_clip": [len(blur) for _, blur, _ in clips],
-        "machine": f"{os.cpu_count()} CPU cores, torch {torch.__version__}, {torch.get_num_threads()} threads",
-        "device": str(pipe.device),
         "rows": rows,
         "best_psnr": {
             "noise_scale": best["noise_scale"],

@@ -36,6 +36,9 @@ from pipeline_video_deblur.cli import (  # noqa: E402
 )
 from pipeline_video_deblur.pipeline_video_deblur import SELF_ENSEMBLE_SIZES  # noqa: E402
 
+# The benchmark's clips: what `load_test_clips` makes in its cache folder, as the command that makes them.
+BENCHMARK_DATA = "video-deblur synth --split test --sequences 4 --frames 16 --size 128x128 --seed 0"
+
 
 def load_test_clips(cache: str) -> list[tuple[str, np.ndarray, np.ndarray]]:
     from pipeline_video_deblur.data.datasets import GoProDataset
@@ -155,6 +158,36 @@ def row_line(name: str, row: dict, colour: bool = True, seconds: bool = True) ->
 
 def to_uint8(frames: np.ndarray) -> np.ndarray:
     return (np.clip(frames, 0, 1) * 255).round().astype(np.uint8)
+
+
+def machine() -> str:
+    """The host line the results files carry: cores, torch build and threads."""
+    return f"{os.cpu_count()} CPU cores, torch {torch.__version__}, {torch.get_num_threads()} threads"
+
+
+def run_setting(pipe, clips, label: str, seed: int = 0, **call) -> dict:
+    """Deblur every clip with ``pipe(blurred, **call)``, its generator seeded with ``seed``, and `score` the outputs
+    (uint8) as ``label``, timed over all the clips."""
+    started = time.perf_counter()
+    outputs = {}
+    for name, blur, _ in clips:
+        frames = pipe(blur, generator=torch.Generator().manual_seed(seed), output_type="np", **call).frames[0]
+        outputs[name] = to_uint8(frames)
+    return score(label, outputs, clips, time.perf_counter() - started)
+
+
+def sweep_record(args: argparse.Namespace, pipe, clips, setting: dict) -> dict:
+    """The fields a sweep's results file starts with: the data, --model, the ``setting`` every row shares, the clips'
+    count and length, the host and the device; the sweep adds its rows."""
+    return {
+        "data": BENCHMARK_DATA,
+        "model": args.model,
+        "setting": setting,
+        "clips": len(clips),
+        "frames_per_clip": [len(blur) for _, blur, _ in clips],
+        "machine": machine(),
+        "device": str(pipe.device),
+    }
 
 
 def main() -> None:
@@ -312,9 +345,9 @@ def main() -> None:
     }
     print(json.dumps(targets, indent=2))
     result = {
-        "data": "video-deblur synth --split test --sequences 4 --frames 16 --size 128x128 --seed 0",
+        "data": BENCHMARK_DATA,
         "model": args.model,
-        "machine": f"{os.cpu_count()} CPU cores, torch {torch.__version__}, {torch.get_num_threads()} threads",
+        "machine": machine(),
         "device": str(pipe.device),
         "methods": rows,
         "targets": targets,

@@ -27,9 +27,10 @@ import torch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
+from quality import BENCHMARK_DATA, add_model_arguments, load_benchmark_pipeline, load_test_clips, to_uint8  # noqa: E402
 from results_io import pyplot, save_figure, write_json  # noqa: E402
 
-from pipeline_video_deblur.cli import load_pipeline, non_negative_float, positive_float, positive_int  # noqa: E402
+from pipeline_video_deblur.cli import non_negative_float, positive_float, positive_int  # noqa: E402
 
 
 def clip_psnr(output: np.ndarray, sharp: np.ndarray) -> float:
@@ -45,8 +46,7 @@ def mse(output: np.ndarray, sharp: np.ndarray) -> float:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="default", help="'default' (embedded) or a pipeline folder")
-    parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda when available, else cpu)")
+    add_model_arguments(parser)
     parser.add_argument(
         "--steps", type=positive_int, default=50, help="sampling steps of the draws (pipeline default 50)"
     )
@@ -68,15 +68,13 @@ def main() -> int:
     parser.add_argument("--figure", default=os.path.join(HERE, "results", "sample_spread.png"))
     args = parser.parse_args()
 
-    from quality import load_test_clips, to_uint8
     from tqdm.auto import tqdm
 
     clips = [(n, b[: args.num_frames], s[: args.num_frames]) for n, b, s in load_test_clips(args.cache)]
     if args.clips > len(clips):
         parser.error(f"--clips must be at most {len(clips)} (the benchmark's clips), got {args.clips}")
     clips = clips[: args.clips]
-    pipe = load_pipeline(args.model, device=args.device)
-    pipe.set_progress_bar_config(disable=True)
+    pipe = load_benchmark_pipeline(args)
     cfg = args.guidance_scale
     if cfg is None:
         cfg = inspect.signature(pipe.__call__).parameters["guidance_scale"].default
@@ -142,7 +140,7 @@ def main() -> int:
             f"{r['mean_of_k_mse_ratio']:.2f} (1 + 1/k = {1 + 1 / r['k']:.2f})"
         )
     result = {
-        "data": "video-deblur synth --split test --sequences 4 --frames 16 --size 128x128 --seed 0",
+        "data": BENCHMARK_DATA,
         "model": args.model,
         "clips": [n for n, _, _ in clips],
         "frames_per_clip": args.num_frames,

@@ -25,6 +25,7 @@ import torch
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 from quality import (  # noqa: E402
+    BENCHMARK_DATA,
     add_clip_arguments,
     add_model_arguments,
     load_benchmark_pipeline,
@@ -150,7 +151,7 @@ def main() -> int:
         )
 
     data = {
-        "data": "video-deblur synth --split test --sequences 4 --frames 16 --size 128x128 --seed 0",
+        "data": BENCHMARK_DATA,
         "model": args.model,
         "steps": args.steps,
         "noise_scale": noise,

@@ -28,9 +28,11 @@ import torch
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 from quality import (  # noqa: E402
+    BENCHMARK_DATA,
     add_clip_arguments,
     add_model_arguments,
     load_benchmark_pipeline,
+    machine,
     row_line,
     score,
     sweep_clips,
@@ -95,12 +97,12 @@ def main() -> int:
 
     one = rows[1]
     result = {
-        "data": "video-deblur synth --split test --sequences 4 --frames 16 --size 128x128 --seed 0",
+        "data": BENCHMARK_DATA,
         "model": args.model,
         "setting": {"steps": args.steps, "guidance_scale": args.guidance_scale, "noise_scale": noise, "eta": eta},
         "clips": len(clips),
         "frames_per_clip": [len(blur) for _, blur, _ in clips],
-        "machine": f"{os.cpu_count()} CPU cores, torch {torch.__version__}, {torch.get_num_threads()} threads",
+        "machine": machine(),
         "device": str(pipe.device),
         "rows": rows,
         "gain_over_one_run_db": {row["label"]: row["psnr"] - one["psnr"] for row in rows[2:]},

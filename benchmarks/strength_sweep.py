@@ -19,9 +19,6 @@ import argparse
 import inspect
 import os
 import sys
-import time
-
-import torch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -31,9 +28,10 @@ from quality import (  # noqa: E402
     load_benchmark_pipeline,
     number_list,
     row_line,
+    run_setting,
     score,
     sweep_clips,
-    to_uint8,
+    sweep_record,
 )
 from results_io import metric_axis, pyplot, save_figure, write_json  # noqa: E402
 
@@ -85,33 +83,16 @@ def main() -> int:
     rows = [{"strength": 0.0, "steps_run": 0, **score("blurred input", {n: b for n, b, _ in clips}, clips, 0.0)}]
     print(row_line("blurred input", rows[0]), flush=True)
     for strength in args.strengths:
-        started = time.perf_counter()
-        outputs = {}
-        for name, blur, _ in clips:
-            frames = pipe(
-                blur,
-                num_inference_steps=args.steps,
-                guidance_scale=cfg,
-                strength=strength,
-                noise_scale=noise,
-                generator=torch.Generator().manual_seed(args.seed),
-                output_type="np",
-            ).frames[0]
-            outputs[name] = to_uint8(frames)
-        row = score(f"strength {strength:g}", outputs, clips, time.perf_counter() - started)
+        call = {"num_inference_steps": args.steps, "guidance_scale": cfg, "strength": strength, "noise_scale": noise}
+        row = run_setting(pipe, clips, f"strength {strength:g}", seed=args.seed, **call)
         row = {"strength": strength, "steps_run": steps_run[strength], **row}
         rows.append(row)
         print(row_line(f"strength {strength:g} ({row['steps_run']} steps)", row), flush=True)
 
     best = max(rows[1:], key=lambda r: r["psnr"])
-    result = {
-        "data": "video-deblur synth --split test --sequences 4 --frames 16 --size 128x128 --seed 0",
-        "model": args.model,
-        "setting": {"steps": args.steps, "guidance_scale": cfg, "noise_scale": noise, "seed": args.seed},
-        "clips": len(clips),
-        "frames_per_clip": [len(blur) for _, blur, _ in clips],
-        "machine": f"{os.cpu_count()} CPU cores, torch {torch.__version__}, {torch.get_num_threads()} threads",
-        "device": str(pipe.device),
+    setting = {"steps": args.steps, "guidance_scale": cfg, "noise_scale": noise, "seed": args.seed}
+    result = sweep_record(args, pipe, clips, setting)
+    result |= {
         "rows": rows,
         "best_psnr": {"strength": best["strength"], "psnr": best["psnr"], "gain_db": best["psnr"] - rows[0]["psnr"]},
     }

@@ -31,9 +31,10 @@ import torch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
+from quality import BENCHMARK_DATA, add_model_arguments, load_benchmark_pipeline, load_test_clips  # noqa: E402
 from results_io import pyplot, save_figure, write_json  # noqa: E402
 
-from pipeline_video_deblur.cli import load_pipeline, positive_int  # noqa: E402
+from pipeline_video_deblur.cli import positive_int  # noqa: E402
 
 TIMESTEPS = (999, 900, 800, 666, 500, 333, 200, 100, 50, 19)
 
@@ -57,8 +58,7 @@ def gain_db(mse: dict) -> float:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="default", help="'default' (embedded) or a pipeline folder")
-    parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda when available, else cpu)")
+    add_model_arguments(parser)
     parser.add_argument("--num-frames", type=positive_int, default=8, help="frames per clip (the first N; default 8)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-clips", type=positive_int, default=None, help="the first N clips only (quick looks)")
@@ -67,11 +67,9 @@ def main() -> int:
     parser.add_argument("--figure", default=os.path.join(HERE, "results", "timestep_error.png"))
     args = parser.parse_args()
 
-    from quality import load_test_clips
-
     from pipeline_video_deblur.losses import add_noise
 
-    pipe = load_pipeline(args.model, device=args.device)
+    pipe = load_benchmark_pipeline(args)
     device = pipe.device
     clips = load_test_clips(args.cache)[: args.max_clips]
     alphas_cumprod = pipe.scheduler.alphas_cumprod.float().to(device)
@@ -127,7 +125,7 @@ def main() -> int:
 
     result = {
         "model": args.model,
-        "data": "video-deblur synth --split test --sequences 4 --frames 16 --size 128x128 --seed 0",
+        "data": BENCHMARK_DATA,
         "frames_per_clip": args.num_frames,
         "residual": bool(pipe.config.residual),
         "device": str(device),

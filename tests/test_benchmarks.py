@@ -155,6 +155,26 @@ def test_noise_scale_sweep(cache, tmp_path):
         assert image.width > 0
 
 
+def test_window_sweep(cache, tmp_path):
+    out = tmp_path / "window.json"
+    result = benchmark(
+        "window_sweep.py",
+        *("--cache", cache, "--out", out, "--device", "cpu", "--max-clips", 1, "--num-frames", 6),
+        *("--steps", 1, "--guidance-scale", 1, "--windows", "6:2,4:2,6:2"),
+    )
+    data = json.loads(out.read_text())
+    rows = data["rows"]
+    # The input first, then the windows in the order given, a repeat dropped.
+    assert [(r["num_frames"], r["frame_overlap"]) for r in rows] == [(None, None), (6, 2), (4, 2)]
+    assert data["default_window"] == {"num_frames": 16, "frame_overlap": 4} and data["frames_per_clip"] == [6]
+    assert all(10 < r["psnr"] < 60 for r in rows), rows
+    # One window of the whole clip and two overlapping ones blend different answers.
+    assert rows[1]["psnr"] != rows[2]["psnr"] and rows[1]["psnr"] != rows[0]["psnr"]
+    assert "window 4 / overlap 2" in result.stdout and "best PSNR: window" in result.stdout
+    with PIL.Image.open(out.with_suffix(".png")) as image:
+        assert image.width > 0
+
+
 def test_self_ensemble(cache, tmp_path):
     out = tmp_path / "ensemble.json"
     result = benchmark(
@@ -295,6 +315,13 @@ def test_bad_arguments_are_named(tmp_path):
     assert (
         result.returncode != 0
         and "argument --noise-scales: expected comma-separated numbers >= 0, got '0,-1' ('-1' is not one)"
+        in result.stderr
+    )
+    result = benchmark("window_sweep.py", "--windows", "16:4,8:8", "--cache", tmp_path, check=False)
+    assert (
+        result.returncode != 0
+        and "argument --windows: expected comma-separated FRAMES:OVERLAP pairs with FRAMES >= 1 and "
+        "0 <= OVERLAP < FRAMES, got '16:4,8:8' ('8:8' is not one)"
         in result.stderr
     )
     result = benchmark("long_clip_memory.py", "--frames", "10,0", "--out", tmp_path / "m.json", check=False)
