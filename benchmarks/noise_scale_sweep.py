@@ -17,7 +17,6 @@ as a line).
 from __future__ import annotations
 
 import argparse
-import inspect
 import os
 import sys
 
@@ -26,12 +25,13 @@ sys.path.insert(0, HERE)
 from quality import (  # noqa: E402
     add_clip_arguments,
     add_model_arguments,
+    call_default,
+    input_row,
     load_benchmark_pipeline,
     mean_over_seeds,
     number_list,
     row_line,
     run_setting,
-    score,
     sweep_clips,
     sweep_record,
 )
@@ -64,11 +64,10 @@ def main() -> int:
 
     clips, figure_path = sweep_clips(args)
     pipe = load_benchmark_pipeline(args)
-    cfg = inspect.signature(pipe.__call__).parameters["guidance_scale"].default
-    cfg = cfg if args.guidance_scale is None else args.guidance_scale
-    eta = inspect.signature(pipe.__call__).parameters["eta"].default
+    cfg = call_default(pipe, "guidance_scale", args.guidance_scale)
+    eta = call_default(pipe, "eta")
 
-    rows = [{"noise_scale": None, **score("blurred input", {n: b for n, b, _ in clips}, clips, 0.0)}]
+    rows = [{"noise_scale": None, **input_row(clips)}]
     print(row_line("blurred input", rows[0]), flush=True)
     for scale in args.noise_scales:
         # with no starting noise and a deterministic sampler every seed gives the same clip: one run says it all

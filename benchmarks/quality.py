@@ -13,6 +13,7 @@ writes benchmarks/results/quality.json and a comparison figure (blurred | unshar
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import sys
@@ -176,6 +177,16 @@ def run_setting(pipe, clips, label: str, seed: int = 0, **call) -> dict:
     return score(label, outputs, clips, time.perf_counter() - started)
 
 
+def call_default(pipe, name: str, given=None):
+    """``given``, or where it is None the default of the pipeline call's argument ``name``."""
+    return inspect.signature(pipe.__call__).parameters[name].default if given is None else given
+
+
+def input_row(clips) -> dict:
+    """The blurred input scored as a method (`score`): the level the other rows are compared with."""
+    return score("blurred input", {name: blur for name, blur, _ in clips}, clips, 0.0)
+
+
 def sweep_record(args: argparse.Namespace, pipe, clips, setting: dict) -> dict:
     """The fields a sweep's results file starts with: the data, --model, the ``setting`` every row shares, the clips'
     count and length, the host and the device; the sweep adds its rows."""
@@ -241,10 +252,7 @@ def main() -> None:
 
     clips = load_test_clips(args.cache)[: args.max_clips]
     pipe = load_benchmark_pipeline(args)
-    import inspect
-
-    default_cfg = inspect.signature(pipe.__call__).parameters["guidance_scale"].default
-    default_cfg = default_cfg if args.guidance_scale is None else args.guidance_scale
+    default_cfg = call_default(pipe, "guidance_scale", args.guidance_scale)
     model_noise = pipe.default_noise_scale
     default_noise = model_noise if args.noise_scale is None else args.noise_scale
     fast_noise = model_noise if args.fast_noise_scale is None else args.fast_noise_scale

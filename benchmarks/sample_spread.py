@@ -17,7 +17,6 @@ sharp).
 from __future__ import annotations
 
 import argparse
-import inspect
 import os
 import sys
 import time
@@ -27,7 +26,14 @@ import torch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from quality import BENCHMARK_DATA, add_model_arguments, load_benchmark_pipeline, load_test_clips, to_uint8  # noqa: E402
+from quality import (  # noqa: E402
+    BENCHMARK_DATA,
+    add_model_arguments,
+    call_default,
+    load_benchmark_pipeline,
+    load_test_clips,
+    to_uint8,
+)
 from results_io import pyplot, save_figure, write_json  # noqa: E402
 
 from pipeline_video_deblur.cli import non_negative_float, positive_float, positive_int  # noqa: E402
@@ -75,9 +81,7 @@ def main() -> int:
         parser.error(f"--clips must be at most {len(clips)} (the benchmark's clips), got {args.clips}")
     clips = clips[: args.clips]
     pipe = load_benchmark_pipeline(args)
-    cfg = args.guidance_scale
-    if cfg is None:
-        cfg = inspect.signature(pipe.__call__).parameters["guidance_scale"].default
+    cfg = call_default(pipe, "guidance_scale", args.guidance_scale)
 
     def deblur(blur, steps, scale, seed, noise):
         generator = torch.Generator().manual_seed(seed)

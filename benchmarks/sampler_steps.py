@@ -28,6 +28,7 @@ from quality import (  # noqa: E402
     BENCHMARK_DATA,
     add_clip_arguments,
     add_model_arguments,
+    input_row,
     load_benchmark_pipeline,
     number_list,
     score,
@@ -99,7 +100,7 @@ def main() -> int:
     clips, figure_path = sweep_clips(args)
     pipe = load_benchmark_pipeline(args)
     noise = pipe.default_noise_scale if args.noise_scale is None else args.noise_scale
-    blurred = score("blurred input", {n: b for n, b, _ in clips}, clips, 0.0)
+    blurred = input_row(clips)
     print(f"blurred input: PSNR {blurred['psnr']:.3f}  SSIM {blurred['ssim']:.4f}", flush=True)
 
     curves = []

@@ -17,7 +17,6 @@ against the number of runs, the input's level as a line).
 from __future__ import annotations
 
 import argparse
-import inspect
 import os
 import sys
 import time
@@ -31,6 +30,8 @@ from quality import (  # noqa: E402
     BENCHMARK_DATA,
     add_clip_arguments,
     add_model_arguments,
+    call_default,
+    input_row,
     load_benchmark_pipeline,
     machine,
     row_line,
@@ -57,7 +58,7 @@ def main() -> int:
 
     clips, figure_path = sweep_clips(args)
     pipe = load_benchmark_pipeline(args)
-    eta = inspect.signature(pipe.__call__).parameters["eta"].default
+    eta = call_default(pipe, "eta")
     noise = pipe.default_noise_scale if args.noise_scale is None else args.noise_scale
 
     def deblur(frames: np.ndarray, size: int) -> np.ndarray:
@@ -71,7 +72,7 @@ def main() -> int:
             output_type="np",
         ).frames[0]
 
-    rows = [{"runs": 0, "label": "blurred input", **score("blurred input", {n: b for n, b, _ in clips}, clips, 0.0)}]
+    rows = [{"runs": 0, "label": "blurred input", **input_row(clips)}]
     print(row_line("blurred input", rows[0]), flush=True)
     eights = {}  # the x8 outputs (float), reused by the time-reversed row
     for size in SELF_ENSEMBLE_SIZES:

@@ -16,7 +16,6 @@ writes JSON and a figure (PSNR and SSIM against strength, the input's level as a
 from __future__ import annotations
 
 import argparse
-import inspect
 import os
 import sys
 
@@ -25,11 +24,12 @@ sys.path.insert(0, HERE)
 from quality import (  # noqa: E402
     add_clip_arguments,
     add_model_arguments,
+    call_default,
+    input_row,
     load_benchmark_pipeline,
     number_list,
     row_line,
     run_setting,
-    score,
     sweep_clips,
     sweep_record,
 )
@@ -76,11 +76,10 @@ def main() -> int:
 
     clips, figure_path = sweep_clips(args)
     pipe = load_benchmark_pipeline(args)
-    cfg = inspect.signature(pipe.__call__).parameters["guidance_scale"].default
-    cfg = cfg if args.guidance_scale is None else args.guidance_scale
+    cfg = call_default(pipe, "guidance_scale", args.guidance_scale)
     noise = pipe.default_noise_scale if args.noise_scale is None else args.noise_scale
 
-    rows = [{"strength": 0.0, "steps_run": 0, **score("blurred input", {n: b for n, b, _ in clips}, clips, 0.0)}]
+    rows = [{"strength": 0.0, "steps_run": 0, **input_row(clips)}]
     print(row_line("blurred input", rows[0]), flush=True)
     for strength in args.strengths:
         call = {"num_inference_steps": args.steps, "guidance_scale": cfg, "strength": strength, "noise_scale": noise}

@@ -18,7 +18,6 @@ as a line).
 from __future__ import annotations
 
 import argparse
-import inspect
 import os
 import sys
 
@@ -27,10 +26,11 @@ sys.path.insert(0, HERE)
 from quality import (  # noqa: E402
     add_clip_arguments,
     add_model_arguments,
+    call_default,
+    input_row,
     load_benchmark_pipeline,
     row_line,
     run_setting,
-    score,
     sweep_clips,
     sweep_record,
 )
@@ -74,13 +74,10 @@ def main() -> int:
 
     clips, figure_path = sweep_clips(args)
     pipe = load_benchmark_pipeline(args)
-    defaults = inspect.signature(pipe.__call__).parameters
-    cfg = defaults["guidance_scale"].default if args.guidance_scale is None else args.guidance_scale
-    default_window = (defaults["num_frames"].default, defaults["frame_overlap"].default)
+    cfg = call_default(pipe, "guidance_scale", args.guidance_scale)
+    default_window = (call_default(pipe, "num_frames"), call_default(pipe, "frame_overlap"))
 
-    rows = [
-        {"num_frames": None, "frame_overlap": None, **score("blurred input", {n: b for n, b, _ in clips}, clips, 0)}
-    ]
+    rows = [{"num_frames": None, "frame_overlap": None, **input_row(clips)}]
     print(row_line("blurred input", rows[0]), flush=True)
     for frames, overlap in args.windows:
         label = f"window {frames} / overlap {overlap}"
