@@ -10,7 +10,10 @@ them (the scheduler's `pred_original_sample`, so DDIM or any scheduler that repo
 back for a `residual` model, decodes them and scores each step's clip on the quality benchmark's clips (`video-deblur
 synth --split test --sequences 4 --frames 16 --size 128x128 --seed 0`): PSNR and SSIM (BasicSR protocol) against the
 sharp frames, next to the blurred input and the run's real output. A curve that rises and then falls says the later
-steps undo what the earlier ones found. Prints a table, writes JSON and a plot (PSNR and SSIM against t).
+steps undo what the earlier ones found. Each step also gets its detail (the mean square of the clip's high
+frequencies: what a Gaussian blur of `DETAIL_SIGMA` pixels removes, in 8-bit units squared), next to the sharp and
+blurred frames' own, and its error split the same way into detail and smooth parts: whether a later step adds detail
+the sharp frames have, or detail of its own. Prints a table, writes JSON and a plot (PSNR, SSIM and detail against t).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import sys
 
 import numpy as np
 import torch
+from scipy.ndimage import gaussian_filter
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -38,6 +42,33 @@ from quality import (  # noqa: E402
 from results_io import metric_axis, pyplot, save_figure, write_json  # noqa: E402
 
 from pipeline_video_deblur.cli import non_negative_float, positive_float, positive_int  # noqa: E402
+
+# Pixels: what a Gaussian blur of this width removes from a frame is its detail (high frequencies).
+DETAIL_SIGMA = 2.0
+
+
+def high_pass(frames: np.ndarray) -> np.ndarray:
+    """Detail of frames (F, H, W, 3): the frames minus their Gaussian blur (`DETAIL_SIGMA`, per frame and
+    channel), float64."""
+    x = frames.astype(np.float64)
+    return x - gaussian_filter(x, sigma=(0, DETAIL_SIGMA, DETAIL_SIGMA, 0), mode="reflect")
+
+
+def detail_row(outputs: dict, clips) -> dict:
+    """How much detail the clips in `outputs` (uint8, by clip name) have, and how their error against the sharp
+    frames splits into detail and the smooth rest: means over all frames of the squares, in 8-bit units squared."""
+    energy, detail_error, smooth_error = [], [], []
+    for name, _, sharp in clips:
+        error = outputs[name].astype(np.float64) - sharp
+        detail = high_pass(error)
+        energy.append(np.mean(high_pass(outputs[name]) ** 2))
+        detail_error.append(np.mean(detail**2))
+        smooth_error.append(np.mean((error - detail) ** 2))
+    return {
+        "detail": float(np.mean(energy)),
+        "detail_error": float(np.mean(detail_error)),
+        "smooth_error": float(np.mean(smooth_error)),
+    }
 
 
 class StepRecorder:
@@ -101,7 +132,13 @@ def main() -> int:
     pipe = load_benchmark_pipeline(args)
     noise = pipe.default_noise_scale if args.noise_scale is None else args.noise_scale
     blurred = input_row(clips)
-    print(f"blurred input: PSNR {blurred['psnr']:.3f}  SSIM {blurred['ssim']:.4f}", flush=True)
+    blurred.update(detail_row({name: blur for name, blur, _ in clips}, clips))
+    sharp_detail = detail_row({name: sharp for name, _, sharp in clips}, clips)["detail"]
+    print(
+        f"blurred input: PSNR {blurred['psnr']:.3f}  SSIM {blurred['ssim']:.4f}  detail {blurred['detail']:.1f}"
+        f"  (sharp frames: detail {sharp_detail:.1f})",
+        flush=True,
+    )
 
     curves = []
     for scale in args.guidance_scales:
@@ -127,13 +164,15 @@ def main() -> int:
         rows = []
         for k, (t, outputs) in enumerate(per_step):
             scored = score(f"step {k}", outputs, clips, 0.0)
-            rows.append({"step": k, "t": t, "psnr": scored["psnr"], "ssim": scored["ssim"]})
+            rows.append(
+                {"step": k, "t": t, "psnr": scored["psnr"], "ssim": scored["ssim"], **detail_row(outputs, clips)}
+            )
         final = score("output", finals, clips, 0.0)
         best = max(rows, key=lambda r: r["psnr"])
         curve = {
             "guidance_scale": scale,
             "rows": rows,
-            "output": {"psnr": final["psnr"], "ssim": final["ssim"]},
+            "output": {"psnr": final["psnr"], "ssim": final["ssim"], **detail_row(finals, clips)},
             "best_step": {"step": best["step"], "t": best["t"], "psnr": best["psnr"], "ssim": best["ssim"]},
             "lost_after_best_db": best["psnr"] - rows[-1]["psnr"],
         }
@@ -142,11 +181,15 @@ def main() -> int:
         print(f"CFG {scale:g} ({args.steps} steps, noise x {noise:g}):")
         for k in shown:
             mark = "  <- best" if k == best["step"] else ""
+            row = rows[k]
             print(
-                f"  step {k:3d}  t = {rows[k]['t']:4d}  PSNR {rows[k]['psnr']:.3f}  SSIM {rows[k]['ssim']:.4f}{mark}"
+                f"  step {k:3d}  t = {row['t']:4d}  PSNR {row['psnr']:.3f}  SSIM {row['ssim']:.4f}  detail "
+                f"{row['detail']:.1f}  error: detail {row['detail_error']:.1f}, smooth {row['smooth_error']:.2f}{mark}"
             )
+        output = curve["output"]
         print(
-            f"  output       PSNR {final['psnr']:.3f}  SSIM {final['ssim']:.4f}  "
+            f"  output       PSNR {output['psnr']:.3f}  SSIM {output['ssim']:.4f}  detail {output['detail']:.1f}  "
+            f"error: detail {output['detail_error']:.1f}, smooth {output['smooth_error']:.2f}  "
             f"(best step - last step: {curve['lost_after_best_db']:+.3f} dB)",
             flush=True,
         )
@@ -158,13 +201,15 @@ def main() -> int:
         "noise_scale": noise,
         "clips": len(clips),
         "frames_per_clip": [len(blur) for _, blur, _ in clips],
-        "blurred_input": {"psnr": blurred["psnr"], "ssim": blurred["ssim"]},
+        "blurred_input": {key: blurred[key] for key in ("psnr", "ssim", "detail", "detail_error", "smooth_error")},
+        "sharp_detail": sharp_detail,
+        "detail_sigma_px": DETAIL_SIGMA,
         "curves": curves,
     }
     write_json(args.out, data)
 
     plt = pyplot()
-    figure, axes = plt.subplots(1, 2, figsize=(11, 4))
+    figure, axes = plt.subplots(1, 3, figsize=(16, 4))
     for axis, key in zip(axes, ("psnr", "ssim")):
         for curve in curves:
             t = np.array([r["t"] for r in curve["rows"]])
@@ -175,6 +220,20 @@ def main() -> int:
         metric_axis(axis, key, "timestep t (the sampler runs right to left)", baseline=blurred[key])
         axis.invert_xaxis()
         axis.legend(fontsize=8)
+    axis = axes[2]
+    for curve in curves:
+        t = np.array([r["t"] for r in curve["rows"]])
+        line = axis.plot(
+            t, [r["detail"] for r in curve["rows"]], label=f"clean estimate, CFG {curve['guidance_scale']:g}"
+        )
+        axis.plot([0], [curve["output"]["detail"]], "o", color=line[0].get_color(), label="output")
+    axis.axhline(sharp_detail, linestyle="-", color="black", label="sharp frames")
+    axis.axhline(blurred["detail"], linestyle="--", color="grey", label="blurred input")
+    axis.set_xlabel("timestep t (the sampler runs right to left)")
+    axis.set_ylabel(f"detail (mean square of the high-pass, sigma {DETAIL_SIGMA:g} px)")
+    axis.grid(alpha=0.3)
+    axis.invert_xaxis()
+    axis.legend(fontsize=8)
     figure.suptitle(f"{args.model}: the clean estimate at each of {args.steps} steps")
     save_figure(figure, figure_path)
     print(f"wrote {args.out} and {figure_path}")

@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import PIL.Image
 import pytest
 
@@ -222,6 +223,10 @@ def test_sampler_steps(cache, tmp_path):
         assert curve["best_step"]["step"] == best["step"]
         assert curve["lost_after_best_db"] == pytest.approx(best["psnr"] - curve["rows"][-1]["psnr"])
     assert low["rows"][1]["psnr"] != high["rows"][1]["psnr"]  # guidance changes the path
+    assert data["sharp_detail"] > data["blurred_input"]["detail"] > 0  # blur removes detail
+    for curve in data["curves"]:
+        for row in curve["rows"] + [curve["output"]]:
+            assert row["detail"] > 0 and row["detail_error"] > 0 and row["smooth_error"] > 0
     assert "<- best" in result.stdout and "output" in result.stdout
     with PIL.Image.open(out.with_suffix(".png")) as image:
         assert image.width > 0
@@ -354,3 +359,23 @@ def test_bad_arguments_are_named(tmp_path):
         message = expected if "choice" in expected else f"expected {expected}, got '{value}'"
         assert result.returncode == 2 and f"argument {flag}: {message}" in result.stderr
         assert not out.exists()
+
+
+def test_detail_row_splits_the_error():
+    sys.path.insert(0, BENCHMARKS)
+    try:
+        from sampler_steps import detail_row
+    finally:
+        sys.path.remove(BENCHMARKS)
+    rng = np.random.default_rng(0)
+    sharp = rng.integers(40, 200, size=(2, 16, 16, 3)).astype(np.uint8)
+    clips = [("clip", sharp, sharp)]
+    same = detail_row({"clip": sharp}, clips)
+    assert same["detail_error"] == pytest.approx(0, abs=1e-9) and same["smooth_error"] == pytest.approx(0, abs=1e-9)
+    assert same["detail"] > 100  # uniform noise is mostly detail
+    brighter = detail_row({"clip": sharp + np.uint8(10)}, clips)  # a uniform shift is no detail
+    assert brighter["detail"] == pytest.approx(same["detail"])
+    assert brighter["detail_error"] == pytest.approx(0, abs=1e-9) and brighter["smooth_error"] == pytest.approx(100)
+    flat = np.full_like(sharp, 120)
+    lost = detail_row({"clip": flat}, clips)  # a flat clip has no detail and misses all of the sharp one's
+    assert lost["detail"] == pytest.approx(0, abs=1e-9) and lost["detail_error"] == pytest.approx(same["detail"])

@@ -83,7 +83,8 @@ RESOLUTION=${RESOLUTION:-64}
 # NUM_FRAMES: frames per training crop. 8, half the pipeline's default 16-frame window, for speed; 16 trains on the
 # window the sampler runs (about twice the step; render the data with TRAIN_FRAMES=16): from 0.34, a 16-frame run
 # averaged with 0.34 shrank the 50-step sampler's late loss from 0.148 to 0.127 dB; a 95-minute one lifted one step
-# and three steps but lost 0.02 dB at the 50-step default (the card's "Sixteen-frame windows").
+# and three steps but lost 0.02 dB at the 50-step default, and a repeat of the first with another seed did not
+# shrink that loss (0.161 dB): within what a seed moves (the card's "Sixteen-frame windows").
 NUM_FRAMES=${NUM_FRAMES:-8}
 BATCH=${BATCH:-2}
 # Steps per stage. Stage 2 gets most of the compute: it is the only stage that learns the deblurring map.
