@@ -10,7 +10,12 @@ from pipeline_video_deblur.atomic import atomic_path
 __all__ = ["atomic_path", "metric_axis", "pyplot", "save_figure", "write_json"]
 
 # y-axis labels of the quality metrics the benchmarks plot
-METRIC_LABELS = {"psnr": "PSNR", "ssim": "SSIM", "tce": "TCE (8-bit, lower is better)"}
+METRIC_LABELS = {
+    "psnr": "PSNR",
+    "ssim": "SSIM",
+    "tce": "TCE (8-bit, lower is better)",
+    "detail": "detail (mean square of the high-pass, 8-bit)",
+}
 
 
 def write_json(path: str, data, **dump_kwargs) -> None:

@@ -210,7 +210,7 @@ def main() -> int:
 
     plt = pyplot()
     figure, axes = plt.subplots(1, 3, figsize=(16, 4))
-    for axis, key in zip(axes, ("psnr", "ssim")):
+    for axis, key in zip(axes, ("psnr", "ssim", "detail")):
         for curve in curves:
             t = np.array([r["t"] for r in curve["rows"]])
             line = axis.plot(
@@ -218,22 +218,10 @@ def main() -> int:
             )
             axis.plot([0], [curve["output"][key]], "o", color=line[0].get_color(), label="output")
         metric_axis(axis, key, "timestep t (the sampler runs right to left)", baseline=blurred[key])
+        if key == "detail":
+            axis.axhline(sharp_detail, linestyle="-", color="black", label="sharp frames")
         axis.invert_xaxis()
         axis.legend(fontsize=8)
-    axis = axes[2]
-    for curve in curves:
-        t = np.array([r["t"] for r in curve["rows"]])
-        line = axis.plot(
-            t, [r["detail"] for r in curve["rows"]], label=f"clean estimate, CFG {curve['guidance_scale']:g}"
-        )
-        axis.plot([0], [curve["output"]["detail"]], "o", color=line[0].get_color(), label="output")
-    axis.axhline(sharp_detail, linestyle="-", color="black", label="sharp frames")
-    axis.axhline(blurred["detail"], linestyle="--", color="grey", label="blurred input")
-    axis.set_xlabel("timestep t (the sampler runs right to left)")
-    axis.set_ylabel(f"detail (mean square of the high-pass, sigma {DETAIL_SIGMA:g} px)")
-    axis.grid(alpha=0.3)
-    axis.invert_xaxis()
-    axis.legend(fontsize=8)
     figure.suptitle(f"{args.model}: the clean estimate at each of {args.steps} steps")
     save_figure(figure, figure_path)
     print(f"wrote {args.out} and {figure_path}")
