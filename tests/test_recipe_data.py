@@ -93,6 +93,17 @@ def test_a_continued_run_is_named_after_its_settings_and_kept_to_its_data(tmp_pa
     assert other.returncode == 0, other.stderr[-3000:]
     name = "_crop96_batch4_lr5e-5_biasnonex4_start0.5_traj0.25_cfg2_hops2_transpose_bf16"
     assert f"(STOP_AFTER=plan): {run}{name}\n" in other.stdout
+    # On the sampler's cached path (STAGE2_TRAJECTORY_CACHE_CLIPS): a run of its own, whose cache the plan does not make.
+    cached = _recipe(
+        tmp_path,
+        **plan,
+        STAGE2_TRAJECTORY_FRACTION="0.25",
+        STAGE2_TRAJECTORY_GUIDANCE="2",
+        STAGE2_TRAJECTORY_CACHE_CLIPS="48",
+    )
+    assert cached.returncode == 0, cached.stderr[-3000:]
+    assert f"(STOP_AFTER=plan): {run}_traj0.25_cfg2_path48\n" in cached.stdout
+    assert not list(tmp_path.glob("*.sampler_path.safetensors"))
 
     # An unfinished run (its arguments written, no final pipeline) that began on other data is refused by name.
     run.mkdir()

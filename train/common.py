@@ -643,6 +643,71 @@ def sampler_trajectory_draws(
     return noisy, noise, timesteps
 
 
+class SamplerPathCache:
+    """The sampler's real inputs after its first step, for a fixed set of training crops, from
+    `train/cache_sampler_path.py`: frames `blur`, `sharp` (N, F, 3, H, W) uint8, `states` (N, K, C, F, h, w) and
+    `timesteps` (K,). Held in memory (on the CPU) and checked against the crops the run trains on."""
+
+    def __init__(self, path: str | os.PathLike, resolution: int, num_frames: int):
+        from safetensors import safe_open
+
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"--sampler_trajectory_cache {path} does not exist (make it with train/cache_sampler_path.py)"
+            )
+        with safe_open(str(path), framework="pt") as f:
+            missing = {"blur", "sharp", "states", "timesteps"} - set(f.keys())
+            if missing:
+                raise ValueError(
+                    f"--sampler_trajectory_cache {path} lacks {sorted(missing)}: not a train/cache_sampler_path.py file"
+                )
+            self.metadata = f.metadata() or {}
+            self.blur, self.sharp = f.get_tensor("blur"), f.get_tensor("sharp")
+            self.states, self.timesteps = f.get_tensor("states"), f.get_tensor("timesteps").long()
+        clips, frames, _, height, width = self.blur.shape
+        if (frames, height, width) != (num_frames, resolution, resolution):
+            raise ValueError(
+                f"--sampler_trajectory_cache {path} holds {frames}-frame {height}x{width} crops; this run trains on "
+                f"{num_frames}-frame {resolution}x{resolution} crops (--num_frames, --resolution): make the cache "
+                "with the same"
+            )
+        if self.states.shape[:2] != (clips, self.timesteps.shape[0]) or self.sharp.shape != self.blur.shape:
+            raise ValueError(
+                f"--sampler_trajectory_cache {path}: states {tuple(self.states.shape)}, timesteps "
+                f"{tuple(self.timesteps.shape)} and frames {tuple(self.blur.shape)} do not agree"
+            )
+        self.path = path
+
+    def __len__(self) -> int:
+        return self.blur.shape[0]
+
+    def describe(self) -> str:
+        return (
+            f"{len(self)} clips x {self.timesteps.shape[0]} timesteps (t = {int(self.timesteps[0])} .. "
+            f"{int(self.timesteps[-1])}) of {self.path} (model {self.metadata.get('model', '?')}, "
+            f"{self.metadata.get('settings', '{}')})"
+        )
+
+    def draw(self, rng: NoiseRNG, timesteps: torch.Tensor, probability: float, last: int):
+        """Pick each sample not already at the `last` timestep with `probability`, with a cached clip and one of
+        its timesteps (three draws per sample from `rng`, whatever is picked). Returns (rows, clips, steps)."""
+        generator, device, count = rng.generator, timesteps.device, timesteps.shape[0]
+        draw = torch.rand(count, generator=generator, device=device)
+        clip = torch.randint(0, len(self), (count,), generator=generator, device=device)
+        step = torch.randint(0, self.timesteps.shape[0], (count,), generator=generator, device=device)
+        rows = ((timesteps != last) & (draw < probability)).nonzero().flatten()
+        return rows, clip[rows].cpu(), step[rows].cpu()
+
+    def frames(self, clips: torch.Tensor, device) -> tuple[torch.Tensor, torch.Tensor]:
+        """The picked clips' (blur, sharp) frames (n, F, 3, H, W), float32 in [0, 1], on `device`."""
+        return tuple(frames[clips].to(device).float() / 255.0 for frames in (self.blur, self.sharp))
+
+    def inputs(self, clips: torch.Tensor, steps: torch.Tensor, device) -> tuple[torch.Tensor, torch.Tensor]:
+        """The sampler's inputs (n, C, F, h, w) float32 and their timesteps (n,) for the picked clips and steps."""
+        return self.states[clips, steps].to(device).float(), self.timesteps[steps].to(device)
+
+
 def clip_embed(encoder, frames: torch.Tensor, mean, std) -> torch.Tensor:
     """CLIP image embeddings (N, D) of frames (N, 3, H, W) in [0, 1]: resized to the encoder's size and normalised
     exactly as `VideoDeblurPipeline.encode_image` does, so stage 0 trains on the inputs the pipeline gives."""

@@ -128,6 +128,17 @@ def add_deblur_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
             "from the first estimate. 1 (default): from the first estimate"
         ),
     )
+    group.add_argument(
+        "--sampler_trajectory_cache",
+        default=None,
+        help=(
+            "a file from train/cache_sampler_path.py: the --sampler_trajectory_fraction draws take a cached "
+            "training crop and the input the real sampler gave the model at one of its later timesteps (its whole "
+            "path from the start, at the CFG the cache was made with), instead of building that input from the "
+            "model's first estimate; no extra forward pass. The cache is made once from some weights and goes stale "
+            "as training moves them: remake it from a later checkpoint for long runs. Default: none"
+        ),
+    )
     group.add_argument("--validation_guidance_scale", type=float, default=2.0, help="CFG scale of the validation runs")
     return parser
 
@@ -148,6 +159,17 @@ def check_deblur_args(args: argparse.Namespace) -> None:
         raise ValueError(f"--sampler_trajectory_steps must be at least 2, got {args.sampler_trajectory_steps}")
     if args.sampler_trajectory_hops not in (1, 2):
         raise ValueError(f"--sampler_trajectory_hops must be 1 or 2, got {args.sampler_trajectory_hops}")
+    if args.sampler_trajectory_cache is not None:
+        if trajectory <= 0:
+            raise ValueError(
+                f"--sampler_trajectory_cache {args.sampler_trajectory_cache} needs --sampler_trajectory_fraction > 0 "
+                "(the share of the samples drawn from it), got 0"
+            )
+        if args.sampler_trajectory_hops != 1:
+            raise ValueError(
+                "--sampler_trajectory_hops 2 builds inputs from the model's estimates; with --sampler_trajectory_cache "
+                f"the inputs are the cached path's: use --sampler_trajectory_hops 1, got {args.sampler_trajectory_hops}"
+            )
     scale = args.inference_start_noise_scale
     if scale is not None and not (math.isfinite(scale) and scale >= 0):
         raise ValueError(f"--inference_start_noise_scale must be a finite number >= 0, got {scale}")
@@ -284,8 +306,15 @@ def make_loss_fn(args, accelerator, pipe: VideoDeblurPipeline, model, noise_rng)
             f"{start_noise_scale:g} (the sampler's start), the rest from the forward process"
         )
 
-    trajectory = None
-    if args.sampler_trajectory_fraction > 0:
+    trajectory = path_cache = None
+    if args.sampler_trajectory_cache is not None:
+        path_cache = common.SamplerPathCache(args.sampler_trajectory_cache, args.resolution, args.num_frames)
+        trajectory_probability = trajectory_pick_probability(args)
+        logger.info(
+            f"{args.sampler_trajectory_fraction:.0%} of the samples are drawn on the sampler's cached path: "
+            + path_cache.describe()
+        )
+    elif args.sampler_trajectory_fraction > 0:
         from diffusers import DDIMScheduler
 
         sampler = DDIMScheduler.from_config(pipe.scheduler.config)
@@ -321,6 +350,22 @@ def make_loss_fn(args, accelerator, pipe: VideoDeblurPipeline, model, noise_rng)
                 timesteps,
                 args.inference_start_fraction,
                 start_noise_scale,
+            )
+        if path_cache is not None:
+            blur, sharp, cond, x0, noisy, noise, timesteps = cached_path_draws(
+                pipe,
+                path_cache,
+                noise_rng,
+                alphas_cumprod,
+                trajectory_probability,
+                args.residual,
+                blur,
+                sharp,
+                cond,
+                x0,
+                noisy,
+                noise,
+                timesteps,
             )
         centre = blur[:, (blur.shape[1] - 1) // 2]  # the pipeline embeds the centre frame of each window
         if trajectory is not None:
@@ -359,6 +404,44 @@ def make_loss_fn(args, accelerator, pipe: VideoDeblurPipeline, model, noise_rng)
         return losses
 
     return compute_loss
+
+
+def cached_path_draws(
+    pipe, path_cache, rng, alphas_cumprod, probability, residual, blur, sharp, cond, x0, noisy, noise, timesteps
+):
+    """Replace the samples `path_cache.draw` picks (those not at the sampler's start, each with `probability`) by a
+    cached crop at one of the sampler's later timesteps: its frames, latents and target, the input the sampler gave
+    the model there, and the noise implied by (that input, the target), so that the v-target asks for the target
+    from where the sampler really is. The rest are returned as they were."""
+    last = alphas_cumprod.shape[0] - 1
+    rows, clips, steps = path_cache.draw(rng, timesteps, probability, last)
+    noisy, noise = noisy.float(), noise.float()
+    if not rows.numel():
+        return blur, sharp, cond, x0, noisy, noise, timesteps
+    device = x0.device
+    cached_blur, cached_sharp = path_cache.frames(clips, device)
+    with torch.no_grad():
+        cached_cond = pipe.encode_video(cached_blur).float()
+        cached_x0 = pipe.encode_video(cached_sharp).float()
+    if residual:
+        cached_x0 = cached_x0 - cached_cond
+    x_t, t = path_cache.inputs(clips, steps, device)
+    if x_t.shape[1:] != x0.shape[1:]:
+        raise ValueError(
+            f"--sampler_trajectory_cache {path_cache.path} holds latents of shape {tuple(x_t.shape[1:])}; this model "
+            f"makes {tuple(x0.shape[1:])}: make the cache with the model being trained"
+        )
+    blur, sharp, cond, x0 = blur.clone(), sharp.clone(), cond.clone(), x0.clone()
+    noisy, noise, timesteps = noisy.clone(), noise.clone(), timesteps.clone()
+    blur[rows], sharp[rows], cond[rows], x0[rows] = (
+        cached_blur.to(blur.dtype),
+        cached_sharp.to(sharp.dtype),
+        cached_cond,
+        cached_x0,
+    )
+    noisy[rows], timesteps[rows] = x_t, t.to(timesteps.dtype)
+    noise[rows] = common.noise_from_x0(alphas_cumprod, x_t, cached_x0, t)
+    return blur, sharp, cond, x0, noisy, noise, timesteps
 
 
 def trajectory_pick_probability(args: argparse.Namespace) -> float:

@@ -105,6 +105,11 @@ STAGE2_STEPS=${STAGE2_STEPS:-2000}  # the shipped model: stopped at 1800 (STAGE2
 # STAGE2_TRAJECTORY_HOPS=2 makes those inputs from the model's estimate at the sampler's timestep before the one drawn
 # (reached from the first estimate; train --sampler_trajectory_hops 2), as the sampler's own later steps make them
 # from refined estimates; 1 (default): from the first estimate, as versions <= 0.34 were trained.
+# STAGE2_TRAJECTORY_CACHE_CLIPS=N: those draws are put on the sampler's real path instead: the recipe first runs the
+# 50-step sampler (at STAGE2_TRAJECTORY_GUIDANCE, from the weights stage 2 starts from) on N training crops of DATA
+# and keeps the inputs its later steps give the model (train/cache_sampler_path.py, about 30 s a crop on the
+# development machine's 2 cores under bf16; kept beside the run as $OUT.sampler_path.safetensors and made once), and
+# stage 2 draws from that (train --sampler_trajectory_cache); 0 (default): from the first estimate, as above.
 # STAGE2_TRANSPOSE=1: stage 2 also transposes half its crops (train --augment_transpose), so that the eight flips and
 # rotations are all drawn; 0 (default): flips and temporal reversal only, as versions <= 0.25 were trained.
 # STAGE2_PRECISION=bf16: stage 2 runs under bf16 autocast (train --mixed_precision bf16; the trained weights, Adam
@@ -205,6 +210,8 @@ if [ "${CONTINUE:-0}" = "1" ]; then
         OUT=${OUT}_cfg$STAGE2_TRAJECTORY_GUIDANCE
     [ "${STAGE2_TRAJECTORY_FRACTION:-0}" = 0 ] || [ "${STAGE2_TRAJECTORY_HOPS:-1}" = 1 ] ||
         OUT=${OUT}_hops$STAGE2_TRAJECTORY_HOPS
+    [ "${STAGE2_TRAJECTORY_FRACTION:-0}" = 0 ] || [ "${STAGE2_TRAJECTORY_CACHE_CLIPS:-0}" = 0 ] ||
+        OUT=${OUT}_path$STAGE2_TRAJECTORY_CACHE_CLIPS
     [ "${STAGE2_TRANSPOSE:-0}" = 0 ] || OUT=${OUT}_transpose
     [ -z "${STAGE2_PRECISION:-}" ] || OUT=${OUT}_$STAGE2_PRECISION
 else
@@ -267,6 +274,19 @@ PY
 fi
 [ "${STOP_AFTER:-}" != plan ] || { echo "== stopped before stage 2 (STOP_AFTER=plan): $OUT"; exit 0; }
 
+CACHE=()
+if [ "${STAGE2_TRAJECTORY_FRACTION:-0}" != 0 ] && [ "${STAGE2_TRAJECTORY_CACHE_CLIPS:-0}" != 0 ]; then
+    CACHE=(--sampler_trajectory_cache "$OUT.sampler_path.safetensors")
+    if ! done_pipeline "$OUT" && [ ! -f "$OUT.sampler_path.safetensors" ]; then
+        echo "== the sampler's path on $STAGE2_TRAJECTORY_CACHE_CLIPS training crops"
+        $PYTHON train/cache_sampler_path.py --pretrained_model_name_or_path "$START" --train_data_dir "$DATA" \
+            --resolution "$RESOLUTION" --num_frames "$NUM_FRAMES" --num_clips "$STAGE2_TRAJECTORY_CACHE_CLIPS" \
+            --seed "$SEED" --guidance_scale "${STAGE2_TRAJECTORY_GUIDANCE:-1}" \
+            --mixed_precision "$([ "${STAGE2_PRECISION:-}" = bf16 ] && echo bf16 || echo no)" \
+            $([ "${STAGE2_TRANSPOSE:-0}" = 0 ] || echo --augment_transpose) --output "$OUT.sampler_path.safetensors"
+    fi
+fi
+
 echo "== stage 2: the whole model"
 if ! done_pipeline "$OUT"; then
     $LAUNCH train/stage2_finetune.py "${COMMON[@]}" --output_dir "$OUT" \
@@ -276,7 +296,7 @@ if ! done_pipeline "$OUT"; then
         --inference_start_fraction "${STAGE2_START_FRACTION:-0}" \
         --sampler_trajectory_fraction "${STAGE2_TRAJECTORY_FRACTION:-0}" \
         --sampler_trajectory_guidance_scale "${STAGE2_TRAJECTORY_GUIDANCE:-1}" \
-        --sampler_trajectory_hops "${STAGE2_TRAJECTORY_HOPS:-1}" \
+        --sampler_trajectory_hops "${STAGE2_TRAJECTORY_HOPS:-1}" "${CACHE[@]}" \
         ${STAGE2_MINUTES:+--max_train_minutes "$STAGE2_MINUTES"} \
         $([ "${STAGE2_TRANSPOSE:-0}" = 0 ] || echo --augment_transpose) \
         ${STAGE2_PRECISION:+--mixed_precision "$STAGE2_PRECISION"}
