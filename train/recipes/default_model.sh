@@ -107,7 +107,7 @@ STAGE2_STEPS=${STAGE2_STEPS:-2000}  # the shipped model: stopped at 1800 (STAGE2
 # from refined estimates; 1 (default): from the first estimate, as versions <= 0.34 were trained.
 # STAGE2_TRAJECTORY_CACHE_CLIPS=N: those draws are put on the sampler's real path instead: the recipe first runs the
 # 50-step sampler (at STAGE2_TRAJECTORY_GUIDANCE, from the weights stage 2 starts from) on N training crops of DATA
-# and keeps the inputs its later steps give the model (train/cache_sampler_path.py, about 30 s a crop on the
+# and keeps the inputs its later steps give the model (train/cache_sampler_path.py, about 35 s a crop on the
 # development machine's 2 cores under bf16; kept beside the run as $OUT.sampler_path.safetensors and made once), and
 # stage 2 draws from that (train --sampler_trajectory_cache); 0 (default): from the first estimate, as above.
 # STAGE2_TRANSPOSE=1: stage 2 also transposes half its crops (train --augment_transpose), so that the eight flips and
