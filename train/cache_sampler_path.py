@@ -50,7 +50,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--augment_transpose", action="store_true", help="draw the crops with transposes too, as stage 2 would"
     )
     parser.add_argument("--num_clips", type=int, default=48, help="crops to run the sampler on")
-    parser.add_argument("--seed", type=int, default=0, help="picks the crops (one per sequence, spread over them)")
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help=(
+            "picks the crops (a random sample of the training windows, the same for the same seed) and seeds the "
+            "sampler's start noise"
+        ),
+    )
     parser.add_argument("--num_inference_steps", type=int, default=50, help="the sampler's steps (default 50)")
     parser.add_argument("--guidance_scale", type=float, default=2.0, help="the sampler's CFG (default 2)")
     parser.add_argument(
@@ -136,7 +144,7 @@ def main(args: argparse.Namespace) -> None:
     count = min(args.num_clips, len(dataset))
     if count < args.num_clips:
         logger.warning(f"{args.train_data_dir} has {len(dataset)} training windows; caching {count}")
-    # Spread over the data (its windows are grouped by sequence), in an order fixed by the seed.
+    # A random sample of the windows (which are grouped by sequence), fixed by the seed.
     order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(args.seed))[:count].tolist()
 
     pipe = VideoDeblurPipeline.from_pretrained(args.pretrained_model_name_or_path)
