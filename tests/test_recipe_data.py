@@ -1,6 +1,6 @@
 """The default-model recipe's data step, run for real (`STOP_AFTER=data`): dead-leaves stills mixed with the bundled
 train photos (`TRAIN_LEAVES_PHOTOS`), stills reused by a run on more of them, and the clear refusal of a mix without
-leaves."""
+leaves; the continued run's plan (`STOP_AFTER=plan`)."""
 
 import json
 import os
@@ -103,7 +103,7 @@ def test_a_continued_run_is_named_after_its_settings_and_kept_to_its_data(tmp_pa
     )
     assert cached.returncode == 0, cached.stderr[-3000:]
     assert f"(STOP_AFTER=plan): {run}_traj0.25_cfg2_path48\n" in cached.stdout
-    assert not list(tmp_path.glob("*.sampler_path.safetensors"))
+    assert not list(tmp_path.glob("*.sampler_path*.safetensors"))
 
     # An unfinished run (its arguments written, no final pipeline) that began on other data is refused by name.
     run.mkdir()

@@ -1,11 +1,12 @@
 #!/usr/bin/env python
 """Run the pipeline's own sampler on training crops and keep the latents its later steps give the UNet.
 
-Stage 2's `--sampler_trajectory_cache FILE` trains on these inputs: where the sampler really is at each of its
-later timesteps, rather than a stand-in built from the model's first estimate (`--sampler_trajectory_fraction`
-alone). From a start without noise (the default model's `noise_scale` 0) and DDIM's eta 0 the path is a fixed
-function of the blurred clip and the weights, so it can be computed once per clip and reused for as long as the
-weights stay close to the ones it was run with (rerun it from a later checkpoint to refresh it).
+Stage 2's `--sampler_trajectory_cache FILE [FILE ...]` trains on these inputs: where the sampler really is at each
+of its later timesteps, rather than a stand-in built from the model's first estimate
+(`--sampler_trajectory_fraction` alone). From a start without noise (the default model's `noise_scale` 0) and DDIM's
+eta 0 the path is a fixed function of the blurred clip and the weights, so it can be computed once per clip and
+reused for as long as the weights stay close to the ones it was run with (rerun it from a later checkpoint to
+refresh it).
 
     python train/cache_sampler_path.py --pretrained_model_name_or_path pipeline_video_deblur/default_model \
         --train_data_dir runs/data --resolution 96 --num_frames 8 --num_clips 48 --output runs/path.safetensors
@@ -51,6 +52,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--num_clips", type=int, default=48, help="crops to run the sampler on")
     parser.add_argument(
+        "--first_clip",
+        type=int,
+        default=0,
+        help=(
+            "skip this many crops of the seeded sample first: a file made with --first_clip 48 --num_clips 48 holds "
+            "the next 48 crops after a --num_clips 48 file of the same seed, so that the two (both given to "
+            "--sampler_trajectory_cache) extend the cache without repeating a crop"
+        ),
+    )
+    parser.add_argument(
         "--seed",
         type=int,
         default=0,
@@ -74,6 +85,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.num_clips < 1:
         parser.error(f"--num_clips must be at least 1, got {args.num_clips}")
+    if args.first_clip < 0:
+        parser.error(f"--first_clip must be at least 0, got {args.first_clip}")
     if args.num_inference_steps < 2:
         parser.error(
             f"--num_inference_steps must be at least 2 (the later steps are kept), got {args.num_inference_steps}"
@@ -141,11 +154,21 @@ def main(args: argparse.Namespace) -> None:
     )
     dataset = common.load_dataset(check, "train", args.resolution, args.num_frames, augment=True)
     items = common.SeededItems(dataset, args.seed)
-    count = min(args.num_clips, len(dataset))
+    if args.first_clip >= len(dataset):
+        raise ValueError(
+            f"--first_clip {args.first_clip} skips every crop: {args.train_data_dir} has {len(dataset)} training "
+            f"windows at --num_frames {args.num_frames}; expected --first_clip < {len(dataset)}"
+        )
+    count = min(args.num_clips, len(dataset) - args.first_clip)
     if count < args.num_clips:
-        logger.warning(f"{args.train_data_dir} has {len(dataset)} training windows; caching {count}")
-    # A random sample of the windows (which are grouped by sequence), fixed by the seed.
-    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(args.seed))[:count].tolist()
+        logger.warning(
+            f"{args.train_data_dir} has {len(dataset)} training windows; caching {count} after the first "
+            f"{args.first_clip}"
+        )
+    # A random sample of the windows (which are grouped by sequence), fixed by the seed; each crop depends only on
+    # its window and the seed, so any slice of this order gives the same crops as the whole.
+    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(args.seed))
+    order = order[args.first_clip : args.first_clip + count].tolist()
 
     pipe = VideoDeblurPipeline.from_pretrained(args.pretrained_model_name_or_path)
     pipe.set_progress_bar_config(disable=True)
@@ -176,6 +199,7 @@ def main(args: argparse.Namespace) -> None:
                 "resolution": args.resolution,
                 "num_frames": args.num_frames,
                 "seed": args.seed,
+                "first_clip": args.first_clip,
                 "train_data_dir": os.path.abspath(args.train_data_dir),
             }
         ),

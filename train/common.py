@@ -646,12 +646,40 @@ def sampler_trajectory_draws(
 class SamplerPathCache:
     """The sampler's real inputs after its first step, for a fixed set of training crops, from
     `train/cache_sampler_path.py`: frames `blur`, `sharp` (N, F, 3, H, W) uint8, `states` (N, K, C, F, h, w) and
-    `timesteps` (K,). Held in memory (on the CPU) and checked against the crops the run trains on."""
+    `timesteps` (K,). Several files (made with the same sampler steps, e.g. more crops with `--first_clip`, or the
+    path of a later checkpoint) are joined into one set of N1 + N2 + ... crops. Held in memory (on the CPU) and
+    checked against the crops the run trains on."""
 
-    def __init__(self, path: str | os.PathLike, resolution: int, num_frames: int):
+    def __init__(self, paths, resolution: int, num_frames: int):
+        paths = [Path(paths)] if isinstance(paths, (str, os.PathLike)) else [Path(p) for p in paths]
+        if not paths:
+            raise ValueError("--sampler_trajectory_cache needs at least one file")
+        parts = [self._load(path, resolution, num_frames) for path in paths]
+        first = parts[0]
+        for path, part in zip(paths[1:], parts[1:]):
+            if (
+                not torch.equal(part["timesteps"], first["timesteps"])
+                or part["states"].shape[2:] != first["states"].shape[2:]
+            ):
+                raise ValueError(
+                    f"--sampler_trajectory_cache {path} holds latents {tuple(part['states'].shape[2:])} at timesteps "
+                    f"{part['timesteps'].tolist()}; {paths[0]} holds {tuple(first['states'].shape[2:])} at "
+                    f"{first['timesteps'].tolist()}: files joined into one cache must come from the same model "
+                    "layout and sampler steps"
+                )
+        self.blur, self.sharp, self.states = (
+            torch.cat([part.pop(name) for part in parts]) if len(parts) > 1 else first.pop(name)
+            for name in ("blur", "sharp", "states")
+        )
+        self.timesteps, self.metadata = first["timesteps"], first["metadata"]
+        # What describe() reports of each file; the tensors above are the only copy of the frames and states.
+        self.sources = [(path, part["clips"], part["metadata"]) for path, part in zip(paths, parts)]
+        self.path = " ".join(str(path) for path in paths)
+
+    @staticmethod
+    def _load(path: Path, resolution: int, num_frames: int) -> dict:
         from safetensors import safe_open
 
-        path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(
                 f"--sampler_trajectory_cache {path} does not exist (make it with train/cache_sampler_path.py)"
@@ -662,32 +690,37 @@ class SamplerPathCache:
                 raise ValueError(
                     f"--sampler_trajectory_cache {path} lacks {sorted(missing)}: not a train/cache_sampler_path.py file"
                 )
-            self.metadata = f.metadata() or {}
-            self.blur, self.sharp = f.get_tensor("blur"), f.get_tensor("sharp")
-            self.states, self.timesteps = f.get_tensor("states"), f.get_tensor("timesteps").long()
-        clips, frames, _, height, width = self.blur.shape
+            part = {name: f.get_tensor(name) for name in ("blur", "sharp", "states", "timesteps")}
+            part["metadata"] = f.metadata() or {}
+        part["timesteps"] = part["timesteps"].long()
+        clips, frames, _, height, width = part["blur"].shape
+        part["clips"] = clips
         if (frames, height, width) != (num_frames, resolution, resolution):
             raise ValueError(
                 f"--sampler_trajectory_cache {path} holds {frames}-frame {height}x{width} crops; this run trains on "
                 f"{num_frames}-frame {resolution}x{resolution} crops (--num_frames, --resolution): make the cache "
                 "with the same"
             )
-        if self.states.shape[:2] != (clips, self.timesteps.shape[0]) or self.sharp.shape != self.blur.shape:
+        if (
+            part["states"].shape[:2] != (clips, part["timesteps"].shape[0])
+            or part["sharp"].shape != part["blur"].shape
+        ):
             raise ValueError(
-                f"--sampler_trajectory_cache {path}: states {tuple(self.states.shape)}, timesteps "
-                f"{tuple(self.timesteps.shape)} and frames {tuple(self.blur.shape)} do not agree"
+                f"--sampler_trajectory_cache {path}: states {tuple(part['states'].shape)}, timesteps "
+                f"{tuple(part['timesteps'].shape)} and frames {tuple(part['blur'].shape)} do not agree"
             )
-        self.path = path
+        return part
 
     def __len__(self) -> int:
         return self.blur.shape[0]
 
     def describe(self) -> str:
-        return (
-            f"{len(self)} clips x {self.timesteps.shape[0]} timesteps (t = {int(self.timesteps[0])} .. "
-            f"{int(self.timesteps[-1])}) of {self.path} (model {self.metadata.get('model', '?')}, "
-            f"{self.metadata.get('settings', '{}')})"
+        steps = f"{self.timesteps.shape[0]} timesteps (t = {int(self.timesteps[0])} .. {int(self.timesteps[-1])})"
+        files = "; ".join(
+            f"{clips} of {path} (model {metadata.get('model', '?')}, {metadata.get('settings', '{}')})"
+            for path, clips, metadata in self.sources
         )
+        return f"{len(self)} clips x {steps}: {files}"
 
     def draw(self, rng: NoiseRNG, timesteps: torch.Tensor, probability: float, last: int):
         """Pick each sample not already at the `last` timestep with `probability`, with a cached clip and one of

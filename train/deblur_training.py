@@ -130,12 +130,15 @@ def add_deblur_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     )
     group.add_argument(
         "--sampler_trajectory_cache",
+        nargs="+",
         default=None,
+        metavar="FILE",
         help=(
-            "a file from train/cache_sampler_path.py: the --sampler_trajectory_fraction draws take a cached "
-            "training crop and the input the real sampler gave the model at one of its later timesteps (its whole "
-            "path from the start, at the CFG the cache was made with), instead of building that input from the "
-            "model's first estimate; no extra forward pass. The cache is made once from some weights and goes stale "
+            "one or more files from train/cache_sampler_path.py (several are joined into one set of crops: more crops"
+            " with its --first_clip, or the path of a later checkpoint): the --sampler_trajectory_fraction draws take"
+            " a cached training crop and the input the real sampler gave the model at one of its later timesteps (its"
+            " whole path from the start, at the CFG the cache was made with), instead of building that input from the"
+            " model's first estimate; no extra forward pass. The cache is made once from some weights and goes stale "
             "as training moves them: remake it from a later checkpoint for long runs. Default: none"
         ),
     )
@@ -162,8 +165,8 @@ def check_deblur_args(args: argparse.Namespace) -> None:
     if args.sampler_trajectory_cache is not None:
         if trajectory <= 0:
             raise ValueError(
-                f"--sampler_trajectory_cache {args.sampler_trajectory_cache} needs --sampler_trajectory_fraction > 0 "
-                "(the share of the samples drawn from it), got 0"
+                f"--sampler_trajectory_cache {' '.join(args.sampler_trajectory_cache)} needs "
+                "--sampler_trajectory_fraction > 0 (the share of the samples drawn from it), got 0"
             )
         if args.sampler_trajectory_hops != 1:
             raise ValueError(

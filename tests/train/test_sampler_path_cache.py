@@ -3,12 +3,15 @@ training draws that put a cached crop at one of its later timesteps (train/deblu
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
 import sys
 
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
-from train_helpers import TRAIN, run_script
+from train_helpers import PYTHON, REPO, TRAIN, run_script
 from train_helpers import parse_deblur_args as parse
 
 from pipeline_video_deblur import VideoDeblurPipeline
@@ -131,6 +134,38 @@ def test_the_training_loss_draws_from_the_cache(path_cache, tiny_pipeline_dir, t
         assert any(torch.equal(sample, s) for s in states)
 
 
+def test_first_clip_continues_the_seeded_sample_and_files_join(path_cache, train_data, tiny_pipeline_dir, tmp_path):
+    """`--first_clip 2 --num_clips 1` caches the crop a `--num_clips 3` file holds third, and the two files given
+    together are one cache of their crops in order."""
+    extra = tmp_path / "extra.safetensors"
+    run_script(
+        [TRAIN / "cache_sampler_path.py",
+         "--pretrained_model_name_or_path", tiny_pipeline_dir,
+         "--train_data_dir", train_data,
+         "--resolution", "32", "--num_frames", "4", "--num_clips", "1", "--first_clip", "2",
+         "--num_inference_steps", str(STEPS), "--guidance_scale", "2",
+         "--output", extra]
+    )  # fmt: skip
+    whole, more = load_file(path_cache), load_file(extra)
+    assert tuple(more["blur"].shape) == (1, 4, 3, 32, 32)
+    assert torch.equal(more["blur"][0], whole["blur"][2]) and torch.equal(more["sharp"][0], whole["sharp"][2])
+    assert torch.allclose(more["states"][0].float(), whole["states"][2].float(), atol=2e-3, rtol=2e-3)
+
+    cache = common.SamplerPathCache([path_cache, extra], resolution=32, num_frames=4)
+    assert len(cache) == 4
+    assert torch.equal(cache.blur[:3], whole["blur"]) and torch.equal(cache.blur[3], more["blur"][0])
+    assert torch.equal(cache.states[3], more["states"][0]) and torch.equal(cache.timesteps, whole["timesteps"].long())
+    assert f"3 of {path_cache}" in cache.describe() and f"1 of {extra}" in cache.describe()
+    args = parse("--sampler_trajectory_cache", str(path_cache), str(extra), "--sampler_trajectory_fraction", "0.5")
+    assert args.sampler_trajectory_cache == [str(path_cache), str(extra)]
+
+    # A file from another sampler (other timesteps) cannot join.
+    other = tmp_path / "other_steps.safetensors"
+    save_file(dict(more, timesteps=more["timesteps"] + 1), other)
+    with pytest.raises(ValueError, match="must come from the same model layout and sampler steps"):
+        common.SamplerPathCache([path_cache, other], resolution=32, num_frames=4)
+
+
 def test_a_cache_of_other_crops_is_refused(path_cache):
     with pytest.raises(ValueError, match="holds 4-frame 32x32 crops; this run trains on 8-frame 32x32 crops"):
         common.SamplerPathCache(path_cache, resolution=32, num_frames=8)
@@ -168,3 +203,62 @@ def test_the_script_refuses_bad_arguments(tmp_path):
         check=False,
     )  # fmt: skip
     assert result.returncode == 2 and "--num_clips must be at least 1, got 0" in result.stderr
+    result = run_script(
+        [TRAIN / "cache_sampler_path.py", "--pretrained_model_name_or_path", "p", "--train_data_dir", "d",
+         "--first_clip", "-1", "--output", tmp_path / "x.safetensors"],
+        check=False,
+    )  # fmt: skip
+    assert result.returncode == 2 and "--first_clip must be at least 0, got -1" in result.stderr
+
+
+def test_the_recipe_caches_the_path_in_files_that_resume(tiny_pipeline_dir, tmp_path):
+    """The recipe's `STAGE2_TRAJECTORY_CACHE_CLIPS=3` in files of `STAGE2_TRAJECTORY_CACHE_CHUNK=2` crops, from a tiny
+    pipeline (`CONTINUE_FROM`, `STOP_AFTER=cache`): crops 0-1 and crop 2 of the seed's sample, one file each; a rerun
+    makes only a missing file again; a chunk that is not a positive whole number is refused by name."""
+    from safetensors import safe_open
+
+    settings = {
+        "CONTINUE": "1",
+        "CONTINUE_FROM": str(tiny_pipeline_dir),
+        "STOP_AFTER": "cache",
+        "RESOLUTION": "32",
+        "NUM_FRAMES": "4",
+        "TRAIN_SEQUENCES": "1",
+        "TRAIN_FRAMES": "6",
+        "SYNTH_WORKERS": "1",
+        "STAGE2_TRAJECTORY_FRACTION": "0.25",
+        "STAGE2_TRAJECTORY_GUIDANCE": "2",
+        "STAGE2_TRAJECTORY_CACHE_CLIPS": "3",
+        "STAGE2_TRAJECTORY_CACHE_CHUNK": "2",
+    }
+
+    def recipe(**changes):
+        env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHON": PYTHON, "WORK": str(tmp_path), "OMP_NUM_THREADS": "1"}
+        return subprocess.run(
+            ["bash", str(TRAIN / "recipes" / "default_model.sh")],
+            capture_output=True,
+            text=True,
+            env={**env, **settings, **changes},
+            timeout=600,
+        )
+
+    done = recipe()
+    assert done.returncode == 0, done.stderr[-3000:]
+    first, second = sorted(tmp_path.glob("continue_*_crop32_frames4_traj0.25_cfg2_path3.sampler_path_*.safetensors"))
+    assert first.name.endswith(".sampler_path_0.safetensors") and second.name.endswith(".sampler_path_2.safetensors")
+    assert f"(STOP_AFTER=cache): {first} {second}\n" in done.stdout
+    for path, clips, skipped in ((first, 2, 0), (second, 1, 2)):
+        with safe_open(str(path), framework="pt") as f:
+            assert tuple(f.get_slice("blur").get_shape()) == (clips, 4, 3, 32, 32)
+            assert json.loads(f.metadata()["settings"])["first_clip"] == skipped
+    assert len(common.SamplerPathCache([first, second], resolution=32, num_frames=4)) == 3
+
+    second.unlink()  # as if stopped while making it
+    resumed = recipe()
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "training crops 2 to 2 (of 3)" in resumed.stdout and "training crops 0 to 1" not in resumed.stdout
+    assert second.is_file()
+
+    refused = recipe(STAGE2_TRAJECTORY_CACHE_CHUNK="0")
+    assert refused.returncode == 2
+    assert "STAGE2_TRAJECTORY_CACHE_CHUNK=0: expected a whole number of crops per file, at least 1" in refused.stderr

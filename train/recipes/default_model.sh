@@ -15,7 +15,8 @@
 #   3e-4 set the model back for its first hundreds of steps)
 #
 # STOP_AFTER=data renders the data (and stills) and stops before training; STOP_AFTER=plan stops before stage 2 (after
-# deepening the UNet, with UNET_LAYERS) and prints its run folder; SHIP=0 trains but leaves the shipped model as it is.
+# deepening the UNet, with UNET_LAYERS) and prints its run folder; STOP_AFTER=cache stops after making the sampler's
+# path (STAGE2_TRAJECTORY_CACHE_CLIPS); SHIP=0 trains but leaves the shipped model as it is.
 # AVERAGE_WITH="RUN1 RUN2" ships the uniform average of the new run's weights and those earlier runs' of the same chain
 # (ship_default_model.py --average-with: checkpoint averaging).
 # Resumable: every stage resumes from its latest complete checkpoint, and a stage whose final pipeline
@@ -108,8 +109,10 @@ STAGE2_STEPS=${STAGE2_STEPS:-2000}  # the shipped model: stopped at 1800 (STAGE2
 # STAGE2_TRAJECTORY_CACHE_CLIPS=N: those draws are put on the sampler's real path instead: the recipe first runs the
 # 50-step sampler (at STAGE2_TRAJECTORY_GUIDANCE, from the weights stage 2 starts from) on N training crops of DATA
 # and keeps the inputs its later steps give the model (train/cache_sampler_path.py, about 35 s a crop on the
-# development machine's 2 cores under bf16; kept beside the run as $OUT.sampler_path.safetensors and made once), and
-# stage 2 draws from that (train --sampler_trajectory_cache); 0 (default): from the first estimate, as above.
+# development machine's 2 cores under bf16), and stage 2 draws from that (train --sampler_trajectory_cache); 0
+# (default): from the first estimate, as above. The cache is made once, in files of STAGE2_TRAJECTORY_CACHE_CHUNK crops
+# (48 by default) kept beside the run as $OUT.sampler_path_<first crop>.safetensors, so that an interrupted cache
+# resumes at the file it stopped in.
 # STAGE2_TRANSPOSE=1: stage 2 also transposes half its crops (train --augment_transpose), so that the eight flips and
 # rotations are all drawn; 0 (default): flips and temporal reversal only, as versions <= 0.25 were trained.
 # STAGE2_PRECISION=bf16: stage 2 runs under bf16 autocast (train --mixed_precision bf16; the trained weights, Adam
@@ -276,16 +279,32 @@ fi
 
 CACHE=()
 if [ "${STAGE2_TRAJECTORY_FRACTION:-0}" != 0 ] && [ "${STAGE2_TRAJECTORY_CACHE_CLIPS:-0}" != 0 ]; then
-    CACHE=(--sampler_trajectory_cache "$OUT.sampler_path.safetensors")
-    if ! done_pipeline "$OUT" && [ ! -f "$OUT.sampler_path.safetensors" ]; then
-        echo "== the sampler's path on $STAGE2_TRAJECTORY_CACHE_CLIPS training crops"
-        $PYTHON train/cache_sampler_path.py --pretrained_model_name_or_path "$START" --train_data_dir "$DATA" \
-            --resolution "$RESOLUTION" --num_frames "$NUM_FRAMES" --num_clips "$STAGE2_TRAJECTORY_CACHE_CLIPS" \
-            --seed "$SEED" --guidance_scale "${STAGE2_TRAJECTORY_GUIDANCE:-1}" \
-            --mixed_precision "$([ "${STAGE2_PRECISION:-}" = bf16 ] && echo bf16 || echo no)" \
-            $([ "${STAGE2_TRANSPOSE:-0}" = 0 ] || echo --augment_transpose) --output "$OUT.sampler_path.safetensors"
-    fi
+    # Crops FIRST .. FIRST + COUNT - 1 of the seed's sample in each file: the same crops and paths however they are
+    # split, so the chunk size is not in the run's name.
+    CHUNK=${STAGE2_TRAJECTORY_CACHE_CHUNK:-48}
+    [ "$CHUNK" -gt 0 ] 2>/dev/null || {
+        echo "STAGE2_TRAJECTORY_CACHE_CHUNK=$CHUNK: expected a whole number of crops per file, at least 1" >&2
+        exit 2
+    }
+    FIRST=0
+    while [ "$FIRST" -lt "$STAGE2_TRAJECTORY_CACHE_CLIPS" ]; do
+        COUNT=$((STAGE2_TRAJECTORY_CACHE_CLIPS - FIRST < CHUNK ? STAGE2_TRAJECTORY_CACHE_CLIPS - FIRST : CHUNK))
+        FILE=$OUT.sampler_path_$FIRST.safetensors
+        CACHE+=("$FILE")
+        if ! done_pipeline "$OUT" && [ ! -f "$FILE" ]; then
+            echo "== the sampler's path on training crops $FIRST to $((FIRST + COUNT - 1))" \
+                "(of $STAGE2_TRAJECTORY_CACHE_CLIPS)"
+            $PYTHON train/cache_sampler_path.py --pretrained_model_name_or_path "$START" --train_data_dir "$DATA" \
+                --resolution "$RESOLUTION" --num_frames "$NUM_FRAMES" --first_clip "$FIRST" --num_clips "$COUNT" \
+                --seed "$SEED" --guidance_scale "${STAGE2_TRAJECTORY_GUIDANCE:-1}" \
+                --mixed_precision "$([ "${STAGE2_PRECISION:-}" = bf16 ] && echo bf16 || echo no)" \
+                $([ "${STAGE2_TRANSPOSE:-0}" = 0 ] || echo --augment_transpose) --output "$FILE"
+        fi
+        FIRST=$((FIRST + COUNT))
+    done
+    CACHE=(--sampler_trajectory_cache "${CACHE[@]}")
 fi
+[ "${STOP_AFTER:-}" != cache ] || { echo "== stopped after the sampler's path (STOP_AFTER=cache): ${CACHE[*]:1}"; exit 0; }
 
 echo "== stage 2: the whole model"
 if ! done_pipeline "$OUT"; then
