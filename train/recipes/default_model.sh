@@ -304,7 +304,10 @@ if [ "${STAGE2_TRAJECTORY_FRACTION:-0}" != 0 ] && [ "${STAGE2_TRAJECTORY_CACHE_C
     done
     CACHE=(--sampler_trajectory_cache "${CACHE[@]}")
 fi
-[ "${STOP_AFTER:-}" != cache ] || { echo "== stopped after the sampler's path (STOP_AFTER=cache): ${CACHE[*]:1}"; exit 0; }
+[ "${STOP_AFTER:-}" != cache ] || {
+    echo "== stopped after the sampler's path (STOP_AFTER=cache): ${CACHE[*]:1}"
+    exit 0
+}
 
 echo "== stage 2: the whole model"
 if ! done_pipeline "$OUT"; then
