@@ -671,7 +671,7 @@ class SamplerPathCache:
             torch.cat([part.pop(name) for part in parts]) if len(parts) > 1 else first.pop(name)
             for name in ("blur", "sharp", "states")
         )
-        self.timesteps, self.metadata = first["timesteps"], first["metadata"]
+        self.timesteps = first["timesteps"]
         # What describe() reports of each file; the tensors above are the only copy of the frames and states.
         self.sources = [(path, part["clips"], part["metadata"]) for path, part in zip(paths, parts)]
         self.path = " ".join(str(path) for path in paths)

@@ -196,19 +196,20 @@ def test_cache_flag_errors(flags, message):
         parse(*flags)
 
 
-def test_the_script_refuses_bad_arguments(tmp_path):
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--num_clips", "0"], "--num_clips must be at least 1, got 0"),
+        (["--first_clip", "-1"], "--first_clip must be at least 0, got -1"),
+    ],
+)
+def test_the_script_refuses_bad_arguments(tmp_path, flags, message):
     result = run_script(
         [TRAIN / "cache_sampler_path.py", "--pretrained_model_name_or_path", "p", "--train_data_dir", "d",
-         "--num_clips", "0", "--output", tmp_path / "x.safetensors"],
+         *flags, "--output", tmp_path / "x.safetensors"],
         check=False,
     )  # fmt: skip
-    assert result.returncode == 2 and "--num_clips must be at least 1, got 0" in result.stderr
-    result = run_script(
-        [TRAIN / "cache_sampler_path.py", "--pretrained_model_name_or_path", "p", "--train_data_dir", "d",
-         "--first_clip", "-1", "--output", tmp_path / "x.safetensors"],
-        check=False,
-    )  # fmt: skip
-    assert result.returncode == 2 and "--first_clip must be at least 0, got -1" in result.stderr
+    assert result.returncode == 2 and message in result.stderr
 
 
 def test_the_recipe_caches_the_path_in_files_that_resume(tiny_pipeline_dir, tmp_path):
