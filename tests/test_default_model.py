@@ -241,3 +241,25 @@ def test_ship_script_averages_the_weights_of_runs_of_one_chain(tmp_path):
     assert np.isfinite(frames).all()
     run = json.loads((target / "training.json").read_text())["runs"][-1]
     assert run["source"] == os.path.relpath(second) and run["averaged_with"] == [os.path.relpath(first)]
+    assert "weights" not in run
+
+    # --weights: a weighted mean, the source's weight first; refused unless it gives one positive weight per model
+    shutil.rmtree(target)
+    assert "--weights needs --average-with" in refused("--weights", "1", "2")
+    assert "expected 2 weights, one for the source and one per --average-with folder, got 1" in refused(
+        "--average-with", str(first), "--weights", "1"
+    )
+    assert "--weights: -1 is not a positive finite number" in refused(
+        "--average-with", str(first), "--weights", "1", "-1"
+    )
+    weighted = [*ship, "--average-with", str(first), "--weights", "1", "3"]
+    result = subprocess.run(weighted, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    shipped = VideoDeblurPipeline.from_pretrained(target)
+    moved = [(p.float() - unet_a[k].float()).mean().item() for k, p in shipped.unet.named_parameters()]
+    assert all(abs(m - 0.25) < 1e-2 for m in moved)  # a quarter of the way from run a (weight 3) to run b (weight 1)
+    blur_a = dict(a.blur_encoder.named_parameters())
+    moved = [(p.float() - blur_a[k].float()).mean().item() for k, p in shipped.blur_encoder.named_parameters()]
+    assert all(abs(m + 0.125) < 1e-2 for m in moved)
+    run = json.loads((target / "training.json").read_text())["runs"][-1]
+    assert run["averaged_with"] == [os.path.relpath(first)] and run["weights"] == [1.0, 3.0]

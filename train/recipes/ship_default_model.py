@@ -11,7 +11,9 @@ and the training log's step count and wall time. The model it replaces is delete
 
 `--average-with RUN [RUN ...]` ships the uniform average of the source's weights and those of other pipeline folders of
 the same architecture (earlier runs of the same chain: checkpoint averaging, a longer-horizon EMA), averaged in float32
-before the float16 cast; `training.json` names the folders averaged.
+before the float16 cast; `training.json` names the folders averaged. `--weights W W ...` makes it a weighted mean
+instead: one positive weight for the source and one for each `--average-with` folder, in that order (normalised to sum
+to 1; `--weights 2 1` counts the source twice), recorded in `training.json` beside the folders.
 """
 
 from __future__ import annotations
@@ -41,18 +43,27 @@ def unet_digest(folder: str) -> str | None:
     return digest.hexdigest()
 
 
-def average_weights(pipe, others: list[str]) -> None:
+def average_weights(pipe, others: list[str], weights: list[float] | None = None) -> None:
     """Replace every model component's floating-point weights with their mean over ``pipe`` and the folders ``others``.
+
+    ``weights`` (one per model, ``pipe`` first; normalised here) makes it a weighted mean; ``None`` a uniform one.
 
     Integer buffers (position ids) must agree; any other difference in keys, shapes or buffers stops with the folder
     and the tensor named, before anything is written.
     """
     from pipeline_video_deblur import VideoDeblurPipeline
 
+    if weights is None:
+        weights = [1.0] * (len(others) + 1)
+    if len(weights) != len(others) + 1:
+        raise ValueError(f"{len(weights)} weights for {len(others) + 1} models (the source and {len(others)} others)")
+    total = sum(weights)  # the weighted sum is divided by it at the end (uniform: the plain mean, as before)
     modules = {n: m for n, m in pipe.components.items() if isinstance(m, torch.nn.Module)}
     mine = {n: m.state_dict() for n, m in modules.items()}  # the source's tensors, read once
-    sums = {n: {k: v.detach().float().clone() for k, v in s.items() if v.is_floating_point()} for n, s in mine.items()}
-    for folder in others:
+    sums = {
+        n: {k: v.detach().float() * weights[0] for k, v in s.items() if v.is_floating_point()} for n, s in mine.items()
+    }
+    for folder, weight in zip(others, weights[1:]):
         if not os.path.isfile(os.path.join(folder, "model_index.json")):
             raise SystemExit(f"--average-with {folder}: not a pipeline folder (no model_index.json)")
         other = VideoDeblurPipeline.from_pretrained(folder)
@@ -72,14 +83,13 @@ def average_weights(pipe, others: list[str]) -> None:
                         f"{tuple(ours.shape)}"
                     )
                 if key in sums[name]:
-                    sums[name][key] += value.float()
+                    sums[name][key] += value.float() * weight
                 elif not torch.equal(value, ours):
                     raise SystemExit(f"--average-with {folder}: {name}.{key} (not a weight) differs from the source's")
         del other
-    count = len(others) + 1
     for name, module in modules.items():
         module.load_state_dict(
-            {k: (sums[name][k] / count).to(v.dtype) if k in sums[name] else v for k, v in mine[name].items()}
+            {k: (sums[name][k] / total).to(v.dtype) if k in sums[name] else v for k, v in mine[name].items()}
         )
 
 
@@ -114,6 +124,15 @@ def main() -> int:
         default=[],
         help="ship the uniform average of the source's weights and these pipeline folders' (same architecture)",
     )
+    parser.add_argument(
+        "--weights",
+        nargs="+",
+        type=float,
+        metavar="W",
+        default=None,
+        help="with --average-with: a weighted mean instead, one positive weight for the source and one per folder, "
+        "in that order (normalised to sum to 1)",
+    )
     args = parser.parse_args()
 
     from pipeline_video_deblur import VideoDeblurPipeline
@@ -145,9 +164,21 @@ def main() -> int:
     others = [os.path.abspath(folder) for folder in args.average_with]
     if source in others or len(set(others)) != len(others):
         raise SystemExit("--average-with names the source or one folder twice: each folder counts once in the mean")
+    weights = args.weights
+    if weights is not None:
+        if not others:
+            raise SystemExit("--weights needs --average-with: it weighs the source and those folders in the mean")
+        if len(weights) != len(others) + 1:
+            raise SystemExit(
+                f"--weights {' '.join(f'{w:g}' for w in weights)}: expected {len(others) + 1} weights, one for the "
+                f"source and one per --average-with folder, got {len(weights)}"
+            )
+        bad = [w for w in weights if not (math.isfinite(w) and w > 0)]
+        if bad:
+            raise SystemExit(f"--weights: {bad[0]:g} is not a positive finite number (each model's share of the mean)")
     pipe = VideoDeblurPipeline.from_pretrained(source)
     if others:
-        average_weights(pipe, others)
+        average_weights(pipe, others, weights)
     if noise_scale is not None:
         pipe.register_to_config(noise_scale=float(noise_scale))
     # The UNet and both CLIP encoders are stored in float16 to keep the package small; they load back as float32
@@ -184,6 +215,8 @@ def main() -> int:
     run = {"source": os.path.relpath(source), "shipped": time.strftime("%Y-%m-%d %H:%M:%S")}
     if others:
         run["averaged_with"] = [os.path.relpath(folder) for folder in others]
+        if weights is not None:  # the source's share first, then each folder's, as given (not normalised)
+            run["weights"] = weights
     log = os.path.join(source, "loss_log.csv")
     if os.path.isfile(log):
         rows = list(csv.DictReader(open(log)))
