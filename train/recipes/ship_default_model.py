@@ -163,7 +163,10 @@ def main() -> int:
         raise SystemExit(f"--noise-scale must be a finite number >= 0, got {noise_scale!r}")
     others = [os.path.abspath(folder) for folder in args.average_with]
     if source in others or len(set(others)) != len(others):
-        raise SystemExit("--average-with names the source or one folder twice: each folder counts once in the mean")
+        raise SystemExit(
+            "--average-with names the source or one folder twice: each folder counts once "
+            "(to count one more than once, give it a larger share with --weights)"
+        )
     weights = args.weights
     if weights is not None:
         if not others:
