@@ -88,6 +88,7 @@ def deblur_loss(
     noise: torch.Tensor,
     timesteps: torch.Tensor,
     coherence_weight: float = 0.1,
+    sample_weights: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """L = L_base + lambda L_coherence (Eq. 4), the coherence term on the predicted clean latents (DESIGN 2.4).
 
@@ -99,12 +100,23 @@ def deblur_loss(
         noise: the noise eps that made `noisy` from `x0`.
         timesteps: (B,) integer steps.
         coherence_weight: lambda (0.1 in the paper); 0 skips the coherence term's computation.
+        sample_weights: optional (B,) factors on each sample's share of L_base (the mean over the batch of the
+            per-sample MSE times its factor; all ones give the plain MSE). The coherence term is not weighted.
 
     Returns:
         `{"loss": L, "loss_base": L_base, "loss_coherence": L_coherence}`, float32 scalars.
     """
     target = v_target(alphas_cumprod, x0, noise, timesteps)
-    loss_base = F.mse_loss(model_output.float(), target, reduction="mean")
+    if sample_weights is None:
+        loss_base = F.mse_loss(model_output.float(), target, reduction="mean")
+    else:
+        if sample_weights.shape != (model_output.shape[0],):
+            raise ValueError(
+                f"sample_weights must have one factor per sample, shape ({model_output.shape[0]},), got "
+                f"{tuple(sample_weights.shape)}"
+            )
+        per_sample = F.mse_loss(model_output.float(), target, reduction="none").flatten(1).mean(1)
+        loss_base = (per_sample * sample_weights.to(per_sample)).mean()
     if coherence_weight:
         predicted_x0 = x0_from_v(alphas_cumprod, noisy, model_output, timesteps)
         loss_coherence = coherence_loss(predicted_x0, x0.float())

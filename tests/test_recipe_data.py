@@ -89,9 +89,10 @@ def test_a_continued_run_is_named_after_its_settings_and_kept_to_its_data(tmp_pa
         STAGE2_TRAJECTORY_HOPS="2",
         STAGE2_TRANSPOSE="1",
         STAGE2_PRECISION="bf16",
+        STAGE2_TRAJECTORY_WEIGHT_CAP="5",
     )
     assert other.returncode == 0, other.stderr[-3000:]
-    name = "_crop96_batch4_lr5e-5_biasnonex4_start0.5_traj0.25_cfg2_hops2_transpose_bf16"
+    name = "_crop96_batch4_lr5e-5_biasnonex4_start0.5_traj0.25_cfg2_hops2_transpose_bf16_cap5"
     assert f"(STOP_AFTER=plan): {run}{name}\n" in other.stdout
     # On the sampler's cached path (STAGE2_TRAJECTORY_CACHE_CLIPS): a run of its own, whose cache the plan does not make.
     cached = _recipe(
@@ -142,7 +143,7 @@ def test_a_run_continues_from_an_unshipped_folder_and_refuses_one_that_is_not_a_
 
 def test_a_finished_run_is_not_trained_again_and_ship_0_prints_the_averaging_ship_command(tmp_path):
     """A run folder that holds a finished pipeline skips stage 2; with `SHIP=0` the recipe prints the command that
-    ships it, `AVERAGE_WITH`'s folders passed on as `--average-with`."""
+    ships it, `AVERAGE_WITH`'s folders passed on as `--average-with` and `AVERAGE_WEIGHTS` as `--weights`."""
     import hashlib
 
     probe = tmp_path / "probe"
@@ -168,6 +169,9 @@ def test_a_finished_run_is_not_trained_again_and_ship_0_prints_the_averaging_shi
     (line,) = [x for x in done.stdout.splitlines() if x.startswith("to ship it:")]
     assert f"ship_default_model.py {run} pipeline_video_deblur/default_model --tile-size 128" in line
     assert line.endswith(f" --average-with {earlier}")
+    weighted = _recipe(tmp_path, **env, CONTINUE_FROM=str(probe), AVERAGE_WITH=earlier, AVERAGE_WEIGHTS="2 1 1")
+    assert weighted.returncode == 0, weighted.stderr[-3000:]
+    assert f" --average-with {earlier} --weights 2 1 1\n" in weighted.stdout
     plain = _recipe(tmp_path, **env, CONTINUE_FROM=str(probe))
     assert plain.returncode == 0 and "--average-with" not in plain.stdout
 

@@ -582,6 +582,7 @@ def sampler_trajectory_draws(
     noise_scale: float,
     hops: int = 1,
     later_estimate=None,
+    return_rows: bool = False,
 ):
     """Move samples to where the sampler's later steps are, from its first step's estimate.
 
@@ -607,7 +608,8 @@ def sampler_trajectory_draws(
     is already corrected. Samples picked at the trajectory's first timestep (the sampler's second) keep the first
     estimate, which is exact there. One more model pass for the picked samples; `hops` 1 (default): none.
 
-    Returns `(noisy, noise, timesteps)`, float32 where computed.
+    Returns `(noisy, noise, timesteps)`, float32 where computed, and with `return_rows` the indices of the picked
+    samples (`path_loss_weights` takes them).
     """
     if hops not in (1, 2) or (hops == 2 and later_estimate is None):
         raise ValueError(f"hops must be 1, or 2 with a later_estimate, got {hops!r}")
@@ -618,9 +620,9 @@ def sampler_trajectory_draws(
     last = alphas_cumprod.shape[0] - 1
     picked = (timesteps != last) & (draw < probability)
     noisy, noise = noisy.float(), noise.float()
-    if not bool(picked.any()):
-        return noisy, noise, timesteps
     rows = picked.nonzero().flatten()
+    if not rows.numel():
+        return (noisy, noise, timesteps, rows) if return_rows else (noisy, noise, timesteps)
     start = noise[rows] * noise_scale
     estimate = start_estimate(start, rows).float()
     start_eps = noise_from_x0(alphas_cumprod, start, estimate, torch.full_like(rows, last))
@@ -640,7 +642,27 @@ def sampler_trajectory_draws(
     implied = noise_from_x0(alphas_cumprod, x_t, x0[rows], new_t)
     noisy, noise, timesteps = noisy.clone(), noise.clone(), timesteps.clone()
     noisy[rows], noise[rows], timesteps[rows] = x_t, implied, new_t.to(timesteps.dtype)
-    return noisy, noise, timesteps
+    return (noisy, noise, timesteps, rows) if return_rows else (noisy, noise, timesteps)
+
+
+def path_loss_weights(
+    alphas_cumprod: torch.Tensor, timesteps: torch.Tensor, rows: torch.Tensor, cap: float | None
+) -> torch.Tensor | None:
+    """Per-sample factors on the v-loss that cap the weight of the samples drawn on the sampler's path.
+
+    The v-loss of a sample is its error on the clean sample times 1 / (1 - alpha_t) = SNR_t + 1 (x0 = sqrt(alpha_t)
+    x_t - sqrt(1 - alpha_t) v), about 56 at the 50-step sampler's last timestep against 1 at its first. On the
+    path the input is almost clean at low t and the target has to correct the whole estimate's error, so those few
+    samples make most of the loss (and of the clipped gradient). `rows` (from `sampler_trajectory_draws` or
+    `cached_path_draws`) get min(1, cap x (1 - alpha_t)): their weight on the x0 error is at most `cap`; the rest
+    get 1. `cap` None, or no rows: None (the plain mean).
+    """
+    if cap is None or not rows.numel():
+        return None
+    weights = torch.ones(timesteps.shape[0], device=timesteps.device, dtype=torch.float32)
+    alphas = alphas_cumprod.to(device=timesteps.device, dtype=torch.float32)[timesteps[rows].long()]
+    weights[rows] = (cap * (1 - alphas)).clamp(max=1.0)
+    return weights
 
 
 class SamplerPathCache:

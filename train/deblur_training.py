@@ -142,6 +142,17 @@ def add_deblur_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
             "as training moves them: remake it from a later checkpoint for long runs. Default: none"
         ),
     )
+    group.add_argument(
+        "--sampler_trajectory_weight_cap",
+        type=float,
+        default=None,
+        help=(
+            "cap the loss weight of the --sampler_trajectory_fraction draws: their v-loss is scaled by min(1, CAP x "
+            "(1 - alpha_t)), so that their weight on the error of the clean sample, 1 / (1 - alpha_t) under the "
+            "v-loss (about 56 at the 50-step sampler's last timestep), is at most CAP; the other samples keep theirs. "
+            "Default: none (the plain v-loss)"
+        ),
+    )
     group.add_argument("--validation_guidance_scale", type=float, default=2.0, help="CFG scale of the validation runs")
     return parser
 
@@ -172,6 +183,15 @@ def check_deblur_args(args: argparse.Namespace) -> None:
             raise ValueError(
                 "--sampler_trajectory_hops 2 builds inputs from the model's estimates; with --sampler_trajectory_cache "
                 f"the inputs are the cached path's: use --sampler_trajectory_hops 1, got {args.sampler_trajectory_hops}"
+            )
+    cap = args.sampler_trajectory_weight_cap
+    if cap is not None:
+        if not (math.isfinite(cap) and cap >= 1.0):
+            raise ValueError(f"--sampler_trajectory_weight_cap must be a finite number >= 1, got {cap}")
+        if trajectory <= 0:
+            raise ValueError(
+                f"--sampler_trajectory_weight_cap {cap:g} weights the --sampler_trajectory_fraction draws: it needs "
+                "--sampler_trajectory_fraction > 0, got 0"
             )
     scale = args.inference_start_noise_scale
     if scale is not None and not (math.isfinite(scale) and scale >= 0):
@@ -331,6 +351,11 @@ def make_loss_fn(args, accelerator, pipe: VideoDeblurPipeline, model, noise_rng)
             f"first estimate at CFG {args.sampler_trajectory_guidance_scale:g}"
             + (", refined at the timestep before the one drawn" if args.sampler_trajectory_hops == 2 else "")
         )
+    if args.sampler_trajectory_weight_cap is not None:
+        logger.info(
+            f"those draws' v-loss is scaled by min(1, {args.sampler_trajectory_weight_cap:g} x (1 - alpha_t)): "
+            f"their weight on the clean sample's error is at most {args.sampler_trajectory_weight_cap:g}"
+        )
 
     def compute_loss(batch: dict) -> dict[str, torch.Tensor]:
         blur = batch["blur"].to(device, non_blocking=True)  # (B, F, 3, H, W) in [0, 1]
@@ -354,8 +379,9 @@ def make_loss_fn(args, accelerator, pipe: VideoDeblurPipeline, model, noise_rng)
                 args.inference_start_fraction,
                 start_noise_scale,
             )
+        path_rows = torch.zeros(0, dtype=torch.long, device=device)
         if path_cache is not None:
-            blur, sharp, cond, x0, noisy, noise, timesteps = cached_path_draws(
+            blur, sharp, cond, x0, noisy, noise, timesteps, path_rows = cached_path_draws(
                 pipe,
                 path_cache,
                 noise_rng,
@@ -369,6 +395,7 @@ def make_loss_fn(args, accelerator, pipe: VideoDeblurPipeline, model, noise_rng)
                 noisy,
                 noise,
                 timesteps,
+                return_rows=True,
             )
         centre = blur[:, (blur.shape[1] - 1) // 2]  # the pipeline embeds the centre frame of each window
         if trajectory is not None:
@@ -380,7 +407,7 @@ def make_loss_fn(args, accelerator, pipe: VideoDeblurPipeline, model, noise_rng)
                 later_estimate = estimate_fn(
                     model, alphas_cumprod, cond, centre, args.sampler_trajectory_guidance_scale
                 )
-            noisy, noise, timesteps = common.sampler_trajectory_draws(
+            noisy, noise, timesteps, path_rows = common.sampler_trajectory_draws(
                 noise_rng,
                 alphas_cumprod,
                 x0,
@@ -393,11 +420,15 @@ def make_loss_fn(args, accelerator, pipe: VideoDeblurPipeline, model, noise_rng)
                 start_noise_scale,
                 hops=args.sampler_trajectory_hops,
                 later_estimate=later_estimate,
+                return_rows=True,
             )
+        cap = args.sampler_trajectory_weight_cap
+        path_weights = common.path_loss_weights(alphas_cumprod, timesteps, path_rows, cap)
         prediction = model(noisy, cond, timesteps, centre, keep)
+        loss_args = (alphas_cumprod, prediction, noisy, x0, noise, timesteps)
         if args.coherence_space == "latent":
-            return deblur_loss(alphas_cumprod, prediction, noisy, x0, noise, timesteps, args.coherence_weight)
-        losses = deblur_loss(alphas_cumprod, prediction, noisy, x0, noise, timesteps, coherence_weight=0.0)
+            return deblur_loss(*loss_args, args.coherence_weight, sample_weights=path_weights)
+        losses = deblur_loss(*loss_args, coherence_weight=0.0, sample_weights=path_weights)
         predicted_x0 = x0_from_v(alphas_cumprod, noisy, prediction, timesteps)
         if args.residual:
             predicted_x0 = predicted_x0 + cond
@@ -410,17 +441,32 @@ def make_loss_fn(args, accelerator, pipe: VideoDeblurPipeline, model, noise_rng)
 
 
 def cached_path_draws(
-    pipe, path_cache, rng, alphas_cumprod, probability, residual, blur, sharp, cond, x0, noisy, noise, timesteps
+    pipe,
+    path_cache,
+    rng,
+    alphas_cumprod,
+    probability,
+    residual,
+    blur,
+    sharp,
+    cond,
+    x0,
+    noisy,
+    noise,
+    timesteps,
+    return_rows: bool = False,
 ):
     """Replace the samples `path_cache.draw` picks (those not at the sampler's start, each with `probability`) by a
     cached crop at one of the sampler's later timesteps: its frames, latents and target, the input the sampler gave
     the model there, and the noise implied by (that input, the target), so that the v-target asks for the target
-    from where the sampler really is. The rest are returned as they were."""
+    from where the sampler really is. The rest are returned as they were; with `return_rows`, the picked rows'
+    indices come last."""
     last = alphas_cumprod.shape[0] - 1
     rows, clips, steps = path_cache.draw(rng, timesteps, probability, last)
     noisy, noise = noisy.float(), noise.float()
+    extra = (rows.to(timesteps.device),) if return_rows else ()
     if not rows.numel():
-        return blur, sharp, cond, x0, noisy, noise, timesteps
+        return (blur, sharp, cond, x0, noisy, noise, timesteps, *extra)
     device = x0.device
     cached_blur, cached_sharp = path_cache.frames(clips, device)
     with torch.no_grad():
@@ -444,7 +490,7 @@ def cached_path_draws(
     )
     noisy[rows], timesteps[rows] = x_t, t.to(timesteps.dtype)
     noise[rows] = common.noise_from_x0(alphas_cumprod, x_t, cached_x0, t)
-    return blur, sharp, cond, x0, noisy, noise, timesteps
+    return (blur, sharp, cond, x0, noisy, noise, timesteps, *extra)
 
 
 def trajectory_pick_probability(args: argparse.Namespace) -> float:

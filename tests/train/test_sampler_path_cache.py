@@ -134,6 +134,45 @@ def test_the_training_loss_draws_from_the_cache(path_cache, tiny_pipeline_dir, t
         assert any(torch.equal(sample, s) for s in states)
 
 
+def test_the_weight_cap_lowers_the_cached_draws_loss_only_where_it_binds(path_cache, tiny_pipeline_dir, tmp_path):
+    """`--sampler_trajectory_weight_cap`: the same draws (same seed) give the plain loss when the cap never binds,
+    and a lower one when it does; the model sees the same inputs either way."""
+    import stage2_finetune
+    from accelerate import Accelerator
+
+    pipe = VideoDeblurPipeline.from_pretrained(tiny_pipeline_dir)
+    model = deblur_training.DeblurModel(pipe)
+    blur = torch.rand(3, 4, 3, 32, 32, generator=torch.Generator().manual_seed(3))
+
+    def loss(*cap):
+        args = stage2_finetune.parse_args(
+            ["--pretrained_model_name_or_path", str(tiny_pipeline_dir), "--train_data_dir", "d",
+             "--output_dir", str(tmp_path), "--resolution", "32", "--num_frames", "4", "--residual",
+             "--sampler_trajectory_fraction", "1", "--sampler_trajectory_cache", str(path_cache), *cap]
+        )  # fmt: skip
+        rng = common.NoiseRNG(torch.device("cpu"), 0)
+        rng.reseed(0)
+        seen = []
+        hook = pipe.unet.register_forward_pre_hook(lambda module, inputs: seen.append(inputs[1].clone()))
+        try:
+            with torch.no_grad():
+                losses = deblur_training.make_loss_fn(args, Accelerator(cpu=True), pipe, model, rng)(
+                    {"blur": blur, "sharp": blur.flip(-1)}
+                )
+        finally:
+            hook.remove()
+        return losses, seen[0]
+
+    plain, timesteps = loss()
+    assert int(timesteps.min()) < 999  # on the path, where 1 / (1 - alpha_t) > 1
+    loose, same = loss("--sampler_trajectory_weight_cap", "1e9")
+    assert torch.equal(same, timesteps)
+    torch.testing.assert_close(loose["loss_base"], plain["loss_base"])
+    tight, _ = loss("--sampler_trajectory_weight_cap", "1")
+    assert float(tight["loss_base"]) < float(plain["loss_base"])
+    torch.testing.assert_close(tight["loss_coherence"], plain["loss_coherence"])
+
+
 def test_first_clip_continues_the_seeded_sample_and_files_join(path_cache, train_data, tiny_pipeline_dir, tmp_path):
     """`--first_clip 2 --num_clips 1` caches the crop a `--num_clips 3` file holds third, and the two files given
     together are one cache of their crops in order."""
@@ -215,7 +254,8 @@ def test_the_script_refuses_bad_arguments(tmp_path, flags, message):
 def test_the_recipe_caches_the_path_in_files_that_resume(tiny_pipeline_dir, tmp_path):
     """The recipe's `STAGE2_TRAJECTORY_CACHE_CLIPS=3` in files of `STAGE2_TRAJECTORY_CACHE_CHUNK=2` crops, from a tiny
     pipeline (`CONTINUE_FROM`, `STOP_AFTER=cache`): crops 0-1 and crop 2 of the seed's sample, one file each; a rerun
-    makes only a missing file again; a chunk that is not a positive whole number is refused by name."""
+    makes only a missing file again, and a run with `STAGE2_TRAJECTORY_WEIGHT_CAP` uses the same files; a chunk that is
+    not a positive whole number is refused by name."""
     from safetensors import safe_open
 
     settings = {
@@ -259,6 +299,11 @@ def test_the_recipe_caches_the_path_in_files_that_resume(tiny_pipeline_dir, tmp_
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "training crops 2 to 2 (of 3)" in resumed.stdout and "training crops 0 to 1" not in resumed.stdout
     assert second.is_file()
+
+    # A run with the loss weight cap draws from the same path: it takes these files and makes none.
+    capped = recipe(STAGE2_TRAJECTORY_WEIGHT_CAP="5")
+    assert capped.returncode == 0, capped.stderr[-3000:]
+    assert f"(STOP_AFTER=cache): {first} {second}\n" in capped.stdout and "training crops" not in capped.stdout
 
     refused = recipe(STAGE2_TRAJECTORY_CACHE_CHUNK="0")
     assert refused.returncode == 2

@@ -473,3 +473,61 @@ def test_the_training_loss_with_two_hops_asks_the_model_at_the_sampler_s_later_t
     refined = [t for t, _ in asked if t != [999]]
     assert len(first) == 4 and refined and all(t[0] in later for t in refined)
     assert {scale for _, scale in asked} == {2.0}
+
+
+def test_return_rows_names_the_picked_samples_and_changes_nothing_else():
+    alphas, rng, x0, noise, timesteps, forward = forward_draws(16, 3)
+    plain = common.sampler_trajectory_draws(
+        rng, alphas, x0, forward, noise, timesteps, 0.5, later_timesteps(), Estimates(x0), 0.0
+    )
+    alphas, rng, x0, noise, timesteps, forward = forward_draws(16, 3)
+    estimates = Estimates(x0)
+    *out, rows = common.sampler_trajectory_draws(
+        rng, alphas, x0, forward, noise, timesteps, 0.5, later_timesteps(), estimates, 0.0, return_rows=True
+    )
+    for a, b in zip(plain, out):
+        assert torch.equal(a, b)
+    ((_, called),) = estimates.calls
+    assert torch.equal(rows, called) and 0 < rows.numel() < 16
+    _, _, _, none = common.sampler_trajectory_draws(
+        rng, alphas, x0, forward, noise, timesteps, 0.0, later_timesteps(), Estimates(x0), 0.0, return_rows=True
+    )
+    assert none.numel() == 0
+
+
+def test_the_weight_cap_scales_only_the_path_draws_and_only_where_their_weight_passes_it():
+    alphas = sampler().alphas_cumprod
+    timesteps = torch.tensor([19, 19, 659, 979, 500])
+    rows = torch.tensor([0, 2, 3])  # row 1 has the same t but was drawn from the forward process
+    weights = common.path_loss_weights(alphas, timesteps, rows, cap=5.0)
+    # Under the v-loss the x0 error of a sample at t weighs 1 / (1 - alpha_t): about 56 at t = 19, 1.1 at t = 659.
+    assert 50 < float(1 / (1 - alphas[19])) < 60 and float(1 / (1 - alphas[659])) < 1.2
+    torch.testing.assert_close(weights, torch.tensor([5 * (1 - float(alphas[19])), 1.0, 1.0, 1.0, 1.0]))
+    assert float(weights[0] / (1 - alphas[19])) == pytest.approx(5.0)  # the capped x0 weight is the cap
+    assert common.path_loss_weights(alphas, timesteps, rows, cap=None) is None
+    assert common.path_loss_weights(alphas, timesteps, torch.zeros(0, dtype=torch.long), cap=5.0) is None
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (
+            ["--sampler_trajectory_weight_cap", "5"],
+            "--sampler_trajectory_weight_cap 5 weights the --sampler_trajectory_fraction draws: it needs "
+            "--sampler_trajectory_fraction > 0, got 0",
+        ),
+        (
+            ["--sampler_trajectory_fraction", "0.25", "--sampler_trajectory_weight_cap", "0.5"],
+            "--sampler_trajectory_weight_cap must be a finite number >= 1, got 0.5",
+        ),
+        (
+            ["--sampler_trajectory_fraction", "0.25", "--sampler_trajectory_weight_cap", "nan"],
+            "--sampler_trajectory_weight_cap must be a finite number >= 1, got nan",
+        ),
+    ],
+)
+def test_bad_weight_caps_are_refused(flags, message):
+    with pytest.raises(ValueError) as error:
+        parse(*flags)
+    assert message in str(error.value)
+    assert parse().sampler_trajectory_weight_cap is None

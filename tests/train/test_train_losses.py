@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from diffusers import DDPMScheduler
 
@@ -60,3 +61,23 @@ def test_deblur_loss_combines_base_and_coherence():
     torch.testing.assert_close(losses["loss_base"], torch.nn.functional.mse_loss(wrong, v))
     torch.testing.assert_close(losses["loss_coherence"], expected_coherence)
     torch.testing.assert_close(losses["loss"], losses["loss_base"] + 0.1 * expected_coherence)
+
+
+def test_sample_weights_scale_each_sample_s_share_of_the_base_loss():
+    scheduler = DDPMScheduler(num_train_timesteps=1000)
+    generator = torch.Generator().manual_seed(2)
+    x0, noise = torch.randn(2, 2, 3, 4, 4, generator=generator), torch.randn(2, 2, 3, 4, 4, generator=generator)
+    timesteps = torch.tensor([10, 900])
+    noisy = add_noise(scheduler.alphas_cumprod, x0, noise, timesteps)
+    v = v_target(scheduler.alphas_cumprod, x0, noise, timesteps)
+    wrong = v + torch.randn(v.shape, generator=generator)
+    alphas = scheduler.alphas_cumprod
+    plain = deblur_loss(alphas, wrong, noisy, x0, noise, timesteps, coherence_weight=0.1)
+    ones = deblur_loss(alphas, wrong, noisy, x0, noise, timesteps, 0.1, sample_weights=torch.ones(2))
+    torch.testing.assert_close(ones["loss"], plain["loss"])
+    weighted = deblur_loss(alphas, wrong, noisy, x0, noise, timesteps, 0.1, sample_weights=torch.tensor([0.25, 1.0]))
+    first, second = (torch.nn.functional.mse_loss(wrong[i], v[i]) for i in range(2))
+    torch.testing.assert_close(weighted["loss_base"], (0.25 * first + second) / 2)
+    torch.testing.assert_close(weighted["loss_coherence"], plain["loss_coherence"])  # not weighted
+    with pytest.raises(ValueError, match=r"sample_weights must have one factor per sample, shape \(2,\), got \(3,\)"):
+        deblur_loss(alphas, wrong, noisy, x0, noise, timesteps, 0.1, sample_weights=torch.ones(3))

@@ -18,7 +18,8 @@
 # deepening the UNet, with UNET_LAYERS) and prints its run folder; STOP_AFTER=cache stops after making the sampler's
 # path (STAGE2_TRAJECTORY_CACHE_CLIPS); SHIP=0 trains but leaves the shipped model as it is.
 # AVERAGE_WITH="RUN1 RUN2" ships the uniform average of the new run's weights and those earlier runs' of the same chain
-# (ship_default_model.py --average-with: checkpoint averaging).
+# (ship_default_model.py --average-with: checkpoint averaging); AVERAGE_WEIGHTS="2 1 1" weights that mean, the new
+# run's weight first, then one per AVERAGE_WITH folder in order (ship_default_model.py --weights).
 # Resumable: every stage resumes from its latest complete checkpoint, and a stage whose final pipeline
 # folder exists is skipped, so running the same command again continues where it stopped. Seeds are fixed.
 # Sizes were chosen by measurement on the 2-core CPU (see pipeline_video_deblur/default_model/README.md).
@@ -26,6 +27,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 WORK=${WORK:-runs/default_model}
+PATH_CACHE_NAME=
 PYTHON=${PYTHON:-.venv/bin/python}
 [ -x "$PYTHON" ] || PYTHON=python
 # accelerate launch sets OMP_NUM_THREADS=1 unless told otherwise, which left every core but one idle on a CPU:
@@ -113,6 +115,10 @@ STAGE2_STEPS=${STAGE2_STEPS:-2000}  # the shipped model: stopped at 1800 (STAGE2
 # (default): from the first estimate, as above. The cache is made once, in files of STAGE2_TRAJECTORY_CACHE_CHUNK crops
 # (48 by default) kept beside the run as $OUT.sampler_path_<first crop>.safetensors, so that an interrupted cache
 # resumes at the file it stopped in.
+# STAGE2_TRAJECTORY_WEIGHT_CAP=G: the v-loss of those draws is scaled by min(1, G x (1 - alpha_t)), so that their
+# weight on the clean sample's error (1 / (1 - alpha_t) under the v-loss, about 56 at the sampler's last timestep) is
+# at most G (train --sampler_trajectory_weight_cap); its runs share the path cache of the run without it; empty
+# (default): the plain v-loss, as versions <= 0.35 were trained.
 # STAGE2_TRANSPOSE=1: stage 2 also transposes half its crops (train --augment_transpose), so that the eight flips and
 # rotations are all drawn; 0 (default): flips and temporal reversal only, as versions <= 0.25 were trained.
 # STAGE2_PRECISION=bf16: stage 2 runs under bf16 autocast (train --mixed_precision bf16; the trained weights, Adam
@@ -217,6 +223,11 @@ if [ "${CONTINUE:-0}" = "1" ]; then
         OUT=${OUT}_path$STAGE2_TRAJECTORY_CACHE_CLIPS
     [ "${STAGE2_TRANSPOSE:-0}" = 0 ] || OUT=${OUT}_transpose
     [ -z "${STAGE2_PRECISION:-}" ] || OUT=${OUT}_$STAGE2_PRECISION
+    # The cap changes the loss only, not the path its draws come from: a run with it shares the path cache of the
+    # same run without it.
+    PATH_CACHE_NAME=$OUT
+    [ "${STAGE2_TRAJECTORY_FRACTION:-0}" = 0 ] || [ -z "${STAGE2_TRAJECTORY_WEIGHT_CAP:-}" ] ||
+        OUT=${OUT}_cap$STAGE2_TRAJECTORY_WEIGHT_CAP
 else
     echo "== stage 0: pretrain a small T2V stand-in on sharp clips"
     # $WORK/t2v is not named after its sizes, and the later stages build on whatever it holds: one begun (or
@@ -289,7 +300,7 @@ if [ "${STAGE2_TRAJECTORY_FRACTION:-0}" != 0 ] && [ "${STAGE2_TRAJECTORY_CACHE_C
     FIRST=0
     while [ "$FIRST" -lt "$STAGE2_TRAJECTORY_CACHE_CLIPS" ]; do
         COUNT=$((STAGE2_TRAJECTORY_CACHE_CLIPS - FIRST < CHUNK ? STAGE2_TRAJECTORY_CACHE_CLIPS - FIRST : CHUNK))
-        FILE=$OUT.sampler_path_$FIRST.safetensors
+        FILE=${PATH_CACHE_NAME:-$OUT}.sampler_path_$FIRST.safetensors
         CACHE+=("$FILE")
         if ! done_pipeline "$OUT" && [ ! -f "$FILE" ]; then
             echo "== the sampler's path on training crops $FIRST to $((FIRST + COUNT - 1))" \
@@ -320,6 +331,7 @@ if ! done_pipeline "$OUT"; then
         --sampler_trajectory_guidance_scale "${STAGE2_TRAJECTORY_GUIDANCE:-1}" \
         --sampler_trajectory_hops "${STAGE2_TRAJECTORY_HOPS:-1}" "${CACHE[@]}" \
         ${STAGE2_MINUTES:+--max_train_minutes "$STAGE2_MINUTES"} \
+        ${STAGE2_TRAJECTORY_WEIGHT_CAP:+--sampler_trajectory_weight_cap "$STAGE2_TRAJECTORY_WEIGHT_CAP"} \
         $([ "${STAGE2_TRANSPOSE:-0}" = 0 ] || echo --augment_transpose) \
         ${STAGE2_PRECISION:+--mixed_precision "$STAGE2_PRECISION"}
 fi
@@ -334,11 +346,13 @@ REPLACED=
 # it prints the command that ships it later, as this step would.
 if [ "${SHIP:-1}" = 0 ]; then
     echo "== not shipped (SHIP=0): $OUT"
+    MEAN="${AVERAGE_WITH:+ --average-with $AVERAGE_WITH}${AVERAGE_WEIGHTS:+ --weights $AVERAGE_WEIGHTS}"
     echo "to ship it: $PYTHON train/recipes/ship_default_model.py $OUT $SHIPPED --tile-size ${TILE_SIZE:-128}" \
-        "${REPLACED:+--keep-replaced $REPLACED}${AVERAGE_WITH:+ --average-with $AVERAGE_WITH}"
+        "${REPLACED:+--keep-replaced $REPLACED}$MEAN"
     exit 0
 fi
 echo "== ship"
-# shellcheck disable=SC2086  # AVERAGE_WITH is a space-separated list of folders
+# shellcheck disable=SC2086  # AVERAGE_WITH and AVERAGE_WEIGHTS are space-separated lists
 $PYTHON train/recipes/ship_default_model.py "$OUT" "$SHIPPED" --tile-size "${TILE_SIZE:-128}" \
-    ${REPLACED:+--keep-replaced "$REPLACED"} ${AVERAGE_WITH:+--average-with $AVERAGE_WITH}
+    ${REPLACED:+--keep-replaced "$REPLACED"} ${AVERAGE_WITH:+--average-with $AVERAGE_WITH} \
+    ${AVERAGE_WEIGHTS:+--weights $AVERAGE_WEIGHTS}
