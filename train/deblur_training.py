@@ -464,7 +464,7 @@ def cached_path_draws(
     last = alphas_cumprod.shape[0] - 1
     rows, clips, steps = path_cache.draw(rng, timesteps, probability, last)
     noisy, noise = noisy.float(), noise.float()
-    extra = (rows.to(timesteps.device),) if return_rows else ()
+    extra = (rows,) if return_rows else ()  # on the timesteps' device, where `draw` made them
     if not rows.numel():
         return (blur, sharp, cond, x0, noisy, noise, timesteps, *extra)
     device = x0.device

@@ -46,13 +46,19 @@ def test_v_target_and_x0_from_v_invert_each_other():
     torch.testing.assert_close(x0_from_v(scheduler.alphas_cumprod, noisy, v, timesteps), x0, atol=1e-5, rtol=1e-5)
 
 
-def test_deblur_loss_combines_base_and_coherence():
+def _two_samples(seed: int):
+    """A DDPM schedule and two samples at t = 10 and 900: (scheduler, generator, x0, noise, timesteps, noisy, v)."""
     scheduler = DDPMScheduler(num_train_timesteps=1000)
-    generator = torch.Generator().manual_seed(1)
+    generator = torch.Generator().manual_seed(seed)
     x0, noise = torch.randn(2, 2, 3, 4, 4, generator=generator), torch.randn(2, 2, 3, 4, 4, generator=generator)
     timesteps = torch.tensor([10, 900])
     noisy = add_noise(scheduler.alphas_cumprod, x0, noise, timesteps)
     v = v_target(scheduler.alphas_cumprod, x0, noise, timesteps)
+    return scheduler, generator, x0, noise, timesteps, noisy, v
+
+
+def test_deblur_loss_combines_base_and_coherence():
+    scheduler, generator, x0, noise, timesteps, noisy, v = _two_samples(1)
     perfect = deblur_loss(scheduler.alphas_cumprod, v, noisy, x0, noise, timesteps, coherence_weight=0.1)
     assert perfect["loss"].item() < 1e-10
     wrong = v + torch.randn(v.shape, generator=generator)
@@ -64,12 +70,7 @@ def test_deblur_loss_combines_base_and_coherence():
 
 
 def test_sample_weights_scale_each_sample_s_share_of_the_base_loss():
-    scheduler = DDPMScheduler(num_train_timesteps=1000)
-    generator = torch.Generator().manual_seed(2)
-    x0, noise = torch.randn(2, 2, 3, 4, 4, generator=generator), torch.randn(2, 2, 3, 4, 4, generator=generator)
-    timesteps = torch.tensor([10, 900])
-    noisy = add_noise(scheduler.alphas_cumprod, x0, noise, timesteps)
-    v = v_target(scheduler.alphas_cumprod, x0, noise, timesteps)
+    scheduler, generator, x0, noise, timesteps, noisy, v = _two_samples(2)
     wrong = v + torch.randn(v.shape, generator=generator)
     alphas = scheduler.alphas_cumprod
     plain = deblur_loss(alphas, wrong, noisy, x0, noise, timesteps, coherence_weight=0.1)
