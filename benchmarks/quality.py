@@ -177,9 +177,18 @@ def run_setting(pipe, clips, label: str, seed: int = 0, **call) -> dict:
     return score(label, outputs, clips, time.perf_counter() - started)
 
 
+# Call arguments whose default is the model's own (model_index.json), not a constant of the call's signature
+MODEL_DEFAULTS = {"guidance_scale": "default_guidance_scale", "noise_scale": "default_noise_scale"}
+
+
 def call_default(pipe, name: str, given=None):
-    """``given``, or where it is None the default of the pipeline call's argument ``name``."""
-    return inspect.signature(pipe.__call__).parameters[name].default if given is None else given
+    """``given``, or where it is None what the pipeline call uses for its argument ``name`` when not given: the
+    model's own value for those in MODEL_DEFAULTS, the signature's default for the others."""
+    if given is not None:
+        return given
+    if name in MODEL_DEFAULTS:
+        return getattr(pipe, MODEL_DEFAULTS[name])
+    return inspect.signature(pipe.__call__).parameters[name].default
 
 
 def input_row(clips) -> dict:
@@ -206,7 +215,7 @@ def main() -> None:
     add_model_arguments(parser)
     parser.add_argument("--steps", type=positive_int, default=50, help="default setting: steps (pipeline default 50)")
     parser.add_argument(
-        "--guidance-scale", type=positive_float, default=None, help="default setting: CFG (pipeline default)"
+        "--guidance-scale", type=positive_float, default=None, help="default setting: CFG (default: the model's own)"
     )
     parser.add_argument(
         "--noise-scale",

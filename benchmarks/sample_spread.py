@@ -57,7 +57,7 @@ def main() -> int:
         "--steps", type=positive_int, default=50, help="sampling steps of the draws (pipeline default 50)"
     )
     parser.add_argument(
-        "--guidance-scale", type=positive_float, default=None, help="CFG of the draws (pipeline default)"
+        "--guidance-scale", type=positive_float, default=None, help="CFG of the draws (default: the model's own)"
     )
     parser.add_argument(
         "--noise-scale",

@@ -1,6 +1,6 @@
 """Where the sampler's answer is made: the clean estimate (x0) after every denoising step, scored as a clip.
 
-    python benchmarks/sampler_steps.py                                # the embedded model, 50 steps, CFG 2
+    python benchmarks/sampler_steps.py                                # the embedded model, 50 steps, its own CFG
     python benchmarks/sampler_steps.py --guidance-scales 1,1.5,2      # one curve per scale
     python benchmarks/sampler_steps.py --max-clips 1 --num-frames 8   # a quick look
 
@@ -119,8 +119,8 @@ def main() -> int:
     parser.add_argument(
         "--guidance-scales",
         type=number_list(positive_float, "> 0"),
-        default=[2.0],
-        help="comma-separated CFG scales, one curve each (default 2, the pipeline's default)",
+        default=None,
+        help="comma-separated CFG scales, one curve each (default: the model's own, `pipe.config.guidance_scale`)",
     )
     parser.add_argument(
         "--noise-scale", type=non_negative_float, default=None, help="starting noise x this (default: the model's own)"
@@ -131,6 +131,8 @@ def main() -> int:
     clips, figure_path = sweep_clips(args)
     pipe = load_benchmark_pipeline(args)
     noise = pipe.default_noise_scale if args.noise_scale is None else args.noise_scale
+    if args.guidance_scales is None:
+        args.guidance_scales = [pipe.default_guidance_scale]
     blurred = input_row(clips)
     blurred.update(detail_row({name: blur for name, blur, _ in clips}, clips))
     sharp_detail = detail_row({name: sharp for name, _, sharp in clips}, clips)["detail"]

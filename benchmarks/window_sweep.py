@@ -62,7 +62,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_model_arguments(parser)
     parser.add_argument("--steps", type=positive_int, default=50, help="denoising steps (pipeline default 50)")
-    parser.add_argument("--guidance-scale", type=positive_float, default=None, help="CFG (pipeline default)")
+    parser.add_argument("--guidance-scale", type=positive_float, default=None, help="CFG (default: the model's own)")
     parser.add_argument(
         "--windows",
         type=window_list,

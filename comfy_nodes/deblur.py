@@ -43,13 +43,14 @@ class VideoDeblur:
                 "guidance_scale": (
                     "FLOAT",
                     {
-                        "default": 2.0,
-                        "min": 0.0,
+                        "default": -1.0,
+                        "min": -1.0,
                         "max": 20.0,
                         "step": 0.1,
                         "round": 0.01,
-                        "tooltip": "Classifier-free guidance on the image embeddings. 1 or less skips the "
-                        "unconditional pass (twice as fast).",
+                        "tooltip": "Classifier-free guidance on the image embeddings. 0 to 1 skips the "
+                        "unconditional pass (twice as fast). -1 uses the model's own choice (2 for a model that "
+                        "sets none).",
                     },
                 ),
                 "strength": (
@@ -191,9 +192,10 @@ class VideoDeblur:
         spans = segments.segment_spans(len(video), int(segment_frames), int(frame_overlap))
         runtime.check_interrupt()
 
-        # Any negative noise_scale (the widget's -1) asks for the model's own, config.noise_scale; nan is passed on
-        # and refused by the pipeline with the value.
+        # Any negative noise_scale or guidance_scale (the widgets' -1) asks for the model's own, config.noise_scale
+        # or config.guidance_scale; nan is passed on and refused by the pipeline with the value.
         noise_scale = None if float(noise_scale) < 0 else float(noise_scale)
+        guidance_scale = None if float(guidance_scale) < 0 else float(guidance_scale)
         if str(self_ensemble) not in SELF_ENSEMBLE_CHOICES:
             raise ValueError(f"`self_ensemble` must be one of {list(SELF_ENSEMBLE_CHOICES)}, got {self_ensemble!r}")
         ensemble = int(self_ensemble)
@@ -212,7 +214,7 @@ class VideoDeblur:
                 on_segment=progress.start_segment,
                 as_uint8=False,
                 num_inference_steps=int(steps),
-                guidance_scale=float(guidance_scale),
+                guidance_scale=guidance_scale,
                 strength=float(strength),
                 noise_scale=noise_scale,
                 tile_size=int(tile_size) or None,

@@ -50,7 +50,12 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
         "--model", default="default", help="pipeline folder or Hub id; 'default' is the embedded default model"
     )
     parser.add_argument("--steps", type=positive_int, default=50, help="denoising steps (default 50)")
-    parser.add_argument("--guidance-scale", type=positive_float, default=2.0, help="CFG scale; <= 1 disables CFG")
+    parser.add_argument(
+        "--guidance-scale",
+        type=positive_float,
+        default=None,
+        help="CFG scale; <= 1 disables CFG (default: the model's own, 2 for a model that sets none)",
+    )
     parser.add_argument("--strength", type=strength_fraction, default=1.0, help="(0, 1]; < 1 starts from the input")
     parser.add_argument(
         "--noise-scale",

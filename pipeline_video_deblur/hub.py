@@ -535,7 +535,8 @@ def build_card(
         "The call takes a list of PIL images, a uint8 or float array (F, H, W, 3), or a tensor (F, 3, H, W) in "
         "[0, 1], and returns the same number of frames at the same size. `strength` < 1 starts from the blurred "
         "clip and runs fewer steps; `guidance_scale` <= 1 skips the unconditional pass; `noise_scale` below 1 "
-        "trades invented texture for fidelity (it defaults to the model's own, `pipe.config.noise_scale`).",
+        "trades invented texture for fidelity. Both default to the model's own (`pipe.config.guidance_scale`, "
+        "`pipe.config.noise_scale`).",
         "",
     ]
     lines += _components_section(pipe, folder)

@@ -52,6 +52,13 @@ def _check_noise_scale(value, name: str) -> None:
         raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
 
 
+def _check_guidance_scale(value, name: str) -> None:
+    # nan would turn guidance off without a word, inf would write a video of nan
+    real = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if not real or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+
+
 # The geometric self-ensemble (as in EDSR's "x8"): the clip is deblurred under each of these flips / transposes of
 # its frames, each output is mapped back, and the outputs are averaged. The first `n` entries are used for
 # `self_ensemble=n`: 2 adds the left-right mirror, 4 the up-down mirrors, 8 the transposed frames. Time reversal is
@@ -124,6 +131,9 @@ class VideoDeblurPipeline(DiffusionPipeline):
             1 is the standard sampler (one draw among the sharp clips the model finds plausible); 0 starts from no
             noise, which makes DDIM deterministic and brings its answer close to the model's mean estimate. Chosen
             by measurement for each model (the embedded default model stores the value its card reports).
+        guidance_scale (`float`, defaults to 2.0):
+            The model's default for the call's `guidance_scale`, chosen by measurement for each model as
+            `noise_scale` is (the embedded default model stores the value its card reports).
     """
 
     model_cpu_offload_seq = "image_encoder->blur_encoder->unet->vae"
@@ -139,6 +149,7 @@ class VideoDeblurPipeline(DiffusionPipeline):
         scheduler,
         residual: bool = False,
         noise_scale: float = 1.0,
+        guidance_scale: float = 2.0,
     ):
         super().__init__()
         self.register_modules(
@@ -150,7 +161,10 @@ class VideoDeblurPipeline(DiffusionPipeline):
             scheduler=scheduler,
         )
         _check_noise_scale(noise_scale, "the pipeline's `noise_scale`")
-        self.register_to_config(residual=residual, noise_scale=float(noise_scale))
+        _check_guidance_scale(guidance_scale, "the pipeline's `guidance_scale`")
+        self.register_to_config(
+            residual=residual, noise_scale=float(noise_scale), guidance_scale=float(guidance_scale)
+        )
         # CLIP encoders stored in a lower precision than the UNet (the default model ships them in float16, and
         # transformers keeps the stored dtype where diffusers loads its models in float32) run in the UNet's dtype,
         # on every loading path, remote code included. Only ever up: a lower-precision UNet is the user's choice.
@@ -244,8 +258,15 @@ class VideoDeblurPipeline(DiffusionPipeline):
         return float(self.config.get("noise_scale", 1.0))
 
     @property
+    def default_guidance_scale(self) -> float:
+        """The model's own `guidance_scale` (`model_index.json`), used by a call that gives none: 2.0 for a model
+        saved without one."""
+        return float(self.config.get("guidance_scale", 2.0))
+
+    @property
     def guidance_scale(self) -> float:
-        return self._guidance_scale
+        """The running (or last) call's guidance scale; the model's own before any call."""
+        return getattr(self, "_guidance_scale", self.default_guidance_scale)
 
     @property
     def do_classifier_free_guidance(self) -> bool:
@@ -280,10 +301,7 @@ class VideoDeblurPipeline(DiffusionPipeline):
         """Validate the options and return the clip as a float tensor (F, 3, H, W) in [0, 1]."""
         if not isinstance(num_inference_steps, int) or num_inference_steps < 1:
             raise ValueError(f"`num_inference_steps` must be a positive integer, got {num_inference_steps!r}")
-        # nan would turn guidance off without a word, inf would write a video of nan
-        real = isinstance(guidance_scale, numbers.Real) and not isinstance(guidance_scale, bool)
-        if not real or not math.isfinite(guidance_scale):
-            raise ValueError(f"`guidance_scale` must be a finite number, got {guidance_scale!r}")
+        _check_guidance_scale(guidance_scale, "`guidance_scale`")
         if not 0 < strength <= 1:
             raise ValueError(f"`strength` must be in (0, 1], got {strength!r}")
         _check_noise_scale(noise_scale, "`noise_scale`")
@@ -565,7 +583,7 @@ class VideoDeblurPipeline(DiffusionPipeline):
         self,
         video,
         num_inference_steps: int = 50,
-        guidance_scale: float = 2.0,
+        guidance_scale: float | None = None,
         strength: float = 1.0,
         noise_scale: float | None = None,
         num_frames: int = 16,
@@ -591,8 +609,9 @@ class VideoDeblurPipeline(DiffusionPipeline):
                 large frames in overlapping tiles; sizes that are not a multiple of `pipe.size_multiple` are padded
                 and cropped back.
             num_inference_steps (`int`, defaults to 50): denoising steps (before `strength`).
-            guidance_scale (`float`, defaults to 2.0):
+            guidance_scale (`float`, *optional*):
                 Classifier-free guidance on the image tokens; `<= 1` runs the conditional pass only (half the cost).
+                Defaults to the model's `pipe.config.guidance_scale` (2.0 for a model saved without one).
             strength (`float`, defaults to 1.0):
                 1 starts from pure noise; below 1 starts from the blurred latents noised to that fraction of the
                 schedule and runs only `strength * num_inference_steps` steps.
@@ -638,6 +657,8 @@ class VideoDeblurPipeline(DiffusionPipeline):
         # 1. Check inputs
         if noise_scale is None:
             noise_scale = self.default_noise_scale
+        if guidance_scale is None:
+            guidance_scale = self.default_guidance_scale
         pixels = self.check_inputs(
             video,
             num_inference_steps,

@@ -16,6 +16,9 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BENCHMARKS = os.path.join(ROOT, "benchmarks")
+# The embedded model's own guidance scale, which a benchmark run without --guidance-scale must use
+with open(os.path.join(ROOT, "pipeline_video_deblur", "default_model", "model_index.json")) as index:
+    MODEL_GUIDANCE = json.load(index).get("guidance_scale", 2.0)
 
 
 @pytest.fixture(scope="module")
@@ -49,27 +52,28 @@ def test_quality_scores_every_method(cache, tmp_path):
     )
     data = json.loads(out.read_text())
     methods = data["methods"]
+    default_row = f"default (2 steps, CFG {MODEL_GUIDANCE:g}, noise 1)"  # the model's own guidance
     assert set(methods) == {
         "blurred input",
         "unsharp baseline",
         "VAE round trip (sharp)",
         "fast (1 steps, CFG 1, strength 1, noise 0.5, x2 ensemble)",
-        "default (2 steps, CFG 2, noise 1)",
-        "default (2 steps, CFG 2, noise 1) [seed 1]",
-        "default (2 steps, CFG 2, noise 1) [mean of 2 seeds]",
+        default_row,
+        default_row + " [seed 1]",
+        default_row + " [mean of 2 seeds]",
     }, list(methods)
     # The weight-free pixel-shuffle VAE is exactly invertible: its ceiling is infinite.
     assert math.isinf(methods["VAE round trip (sharp)"]["psnr"])
     blurred = methods["blurred input"]
     assert 15 < blurred["psnr"] < 40 and 0 < blurred["ssim"] < 1, blurred
-    for name in ("fast (1 steps, CFG 1, strength 1, noise 0.5, x2 ensemble)", "default (2 steps, CFG 2, noise 1)"):
+    for name in ("fast (1 steps, CFG 1, strength 1, noise 0.5, x2 ensemble)", default_row):
         row = methods[name]
         assert 10 < row["psnr"] < 60 and row["seconds_per_frame"] > 0 and row["clips"] == 1, row
     assert data["device"] == "cpu"
     # Two draws of the default setting (seeds 0 and 1) differ; the targets use their mean.
-    draws = [methods["default (2 steps, CFG 2, noise 1)"], methods["default (2 steps, CFG 2, noise 1) [seed 1]"]]
+    draws = [methods[default_row], methods[default_row + " [seed 1]"]]
     assert draws[0]["psnr"] != draws[1]["psnr"]
-    mean = methods["default (2 steps, CFG 2, noise 1) [mean of 2 seeds]"]
+    mean = methods[default_row + " [mean of 2 seeds]"]
     for key in ("psnr", "ssim", "tce", "colour_shift_percent"):
         assert mean[key] == pytest.approx((draws[0][key] + draws[1][key]) / 2), key
     assert mean["psnr_std"] == pytest.approx(abs(draws[0]["psnr"] - draws[1]["psnr"]) / 2)
@@ -127,7 +131,8 @@ def test_strength_sweep(cache, tmp_path):
     rows = data["rows"]
     # The input first, then the strengths in ascending order; strength s runs round(s * steps) steps.
     assert [(r["strength"], r["steps_run"]) for r in rows] == [(0.0, 0), (0.5, 1), (1.0, 2)]
-    assert data["frames_per_clip"] == [4] and data["setting"]["steps"] == 2 and data["setting"]["guidance_scale"] == 2
+    assert data["frames_per_clip"] == [4] and data["setting"]["steps"] == 2
+    assert data["setting"]["guidance_scale"] == MODEL_GUIDANCE
     # One denoising step from the noised input changes the frames (the model is not the identity).
     assert rows[1]["psnr"] != rows[0]["psnr"] and all(10 < r["psnr"] < 60 for r in rows), rows
     assert data["best_psnr"]["strength"] in (0.5, 1.0)

@@ -136,7 +136,10 @@ def test_ship_script_copies_components_sets_the_tile_and_keeps_the_card(tmp_path
     refused = subprocess.run([*ship, "--noise-scale", "-1"], capture_output=True, text=True, timeout=600)
     assert refused.returncode != 0 and "--noise-scale must be a finite number >= 0, got -1.0" in refused.stderr
     assert not (target / "model_index.json").exists()
-    options = ("--tile-size", str(tile), "--noise-scale", "0.25")
+    refused = subprocess.run([*ship, "--guidance-scale", "nan"], capture_output=True, text=True, timeout=600)
+    assert refused.returncode != 0 and "--guidance-scale must be a finite number, got nan" in refused.stderr
+    assert not (target / "model_index.json").exists()
+    options = ("--tile-size", str(tile), "--noise-scale", "0.25", "--guidance-scale", "1.5")
     result = subprocess.run([*ship, *options], capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
 
@@ -156,6 +159,7 @@ def test_ship_script_copies_components_sets_the_tile_and_keeps_the_card(tmp_path
     frames = shipped(video, num_inference_steps=1, guidance_scale=2.0, output_type="np").frames[0]
     assert frames.dtype == np.float32 and np.isfinite(frames).all()
     assert shipped.config.residual is True and shipped.config.noise_scale == 0.25
+    assert shipped.config.guidance_scale == 1.5 and shipped.default_guidance_scale == 1.5
     assert (target / "README.md").read_text() == "# card\n"  # the card is kept
     assert (target / "HISTORY.md").read_text() == "# every version\n"  # and the history beside it
     assert not (target / "stale.txt").exists()  # nothing else of the old folder survives
@@ -178,8 +182,9 @@ def test_ship_script_copies_components_sets_the_tile_and_keeps_the_card(tmp_path
     after = load_file(kept / "unet" / "diffusion_pytorch_model.safetensors")
     assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
     assert len(json.loads((target / "training.json").read_text())["runs"]) == 2
-    # without --noise-scale the model keeps the one measured for the model it replaces
+    # without --noise-scale / --guidance-scale the model keeps those measured for the model it replaces
     assert VideoDeblurPipeline.from_pretrained(target).config.noise_scale == 0.25
+    assert VideoDeblurPipeline.from_pretrained(target).config.guidance_scale == 1.5
     # A --keep-replaced folder that holds another model is refused before anything changes; a leftover .old
     # (an interrupted ship) is never deleted.
     other = tmp_path / "other"

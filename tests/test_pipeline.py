@@ -208,6 +208,28 @@ def test_noise_scale_defaults_to_the_models_and_survives_a_round_trip(tmp_path):
         VideoDeblurPipeline(**tiny_components(), noise_scale=-1)
 
 
+def test_guidance_scale_defaults_to_the_models_and_survives_a_round_trip(tmp_path):
+    video = tiny_video()
+    standard = tiny_pipeline()
+    assert standard.config.guidance_scale == 2.0 and standard.default_guidance_scale == 2.0
+    assert standard.guidance_scale == 2.0  # the model's own before any call
+    np.testing.assert_array_equal(run(standard, video), run(standard, video, guidance_scale=2.0))
+    assert np.abs(run(standard, video) - run(standard, video, guidance_scale=1.5)).max() > 1e-4
+    mild = VideoDeblurPipeline(**tiny_components(), guidance_scale=1.5)
+    np.testing.assert_array_equal(run(mild, video), run(standard, video, guidance_scale=1.5))
+    assert mild.guidance_scale == 1.5
+    mild.save_pretrained(tmp_path / "pipe")
+    loaded = VideoDeblurPipeline.from_pretrained(tmp_path / "pipe")
+    assert loaded.config.guidance_scale == 1.5 and loaded.default_guidance_scale == 1.5
+    np.testing.assert_allclose(run(loaded, video), run(mild, video), atol=1e-5)
+    # a call's own value wins, and the next call without one goes back to the model's
+    np.testing.assert_allclose(run(loaded, video, guidance_scale=2.0), run(standard, video), atol=1e-5)
+    assert loaded.guidance_scale == 2.0
+    np.testing.assert_allclose(run(loaded, video), run(mild, video), atol=1e-5)
+    with pytest.raises(ValueError, match=r"the pipeline's `guidance_scale` must be a finite number, got nan"):
+        VideoDeblurPipeline(**tiny_components(), guidance_scale=float("nan"))
+
+
 @pytest.mark.parametrize(
     "kwargs,match",
     [

@@ -104,7 +104,8 @@ STAGE2_STEPS=${STAGE2_STEPS:-2000}  # the shipped model: stopped at 1800 (STAGE2
 # STAGE2_TRAJECTORY_FRACTION=Q: a further fraction Q of the samples is drawn where the 50-step sampler's later
 # steps are (the model's first estimate from the start, stepped by DDIM straight to a later timestep: train
 # --sampler_trajectory_fraction); 0 (default): none. STAGE2_TRAJECTORY_GUIDANCE=G makes that first estimate at CFG G
-# (train --sampler_trajectory_guidance_scale; 2 is the pipeline's default scale); 1 (default): conditional only.
+# (train --sampler_trajectory_guidance_scale; set it to the model's own `guidance_scale`, the scale its default
+# setting samples at: 2 up to version 0.35, then model_index.json's); 1 (default): conditional only.
 # STAGE2_TRAJECTORY_HOPS=2 makes those inputs from the model's estimate at the sampler's timestep before the one drawn
 # (reached from the first estimate; train --sampler_trajectory_hops 2), as the sampler's own later steps make them
 # from refined estimates; 1 (default): from the first estimate, as versions <= 0.34 were trained.

@@ -112,6 +112,13 @@ def main() -> int:
         "replaced, or the source's when there is none",
     )
     parser.add_argument(
+        "--guidance-scale",
+        type=float,
+        default=None,
+        help="the model's default `guidance_scale` (stored in model_index.json; finite); default: that of the model "
+        "being replaced, or the source's when there is none",
+    )
+    parser.add_argument(
         "--keep-replaced",
         metavar="DIR",
         default=None,
@@ -155,12 +162,15 @@ def main() -> int:
                 f"--keep-replaced {args.keep_replaced} exists and is not a copy of the model being replaced; choose "
                 "another folder"
             )
-    noise_scale = args.noise_scale
-    if noise_scale is None:  # the measured choice the card reports stays with the model until measured again
-        index = os.path.join(target, "model_index.json")
-        noise_scale = json.load(open(index)).get("noise_scale") if os.path.isfile(index) else None
+    # The measured choices the card reports stay with the model until measured again
+    index = os.path.join(target, "model_index.json")
+    replaced = json.load(open(index)) if os.path.isfile(index) else {}
+    noise_scale = replaced.get("noise_scale") if args.noise_scale is None else args.noise_scale
     if noise_scale is not None and not (math.isfinite(noise_scale) and noise_scale >= 0):
         raise SystemExit(f"--noise-scale must be a finite number >= 0, got {noise_scale!r}")
+    guidance_scale = replaced.get("guidance_scale") if args.guidance_scale is None else args.guidance_scale
+    if guidance_scale is not None and not math.isfinite(guidance_scale):
+        raise SystemExit(f"--guidance-scale must be a finite number, got {guidance_scale!r}")
     others = [os.path.abspath(folder) for folder in args.average_with]
     if source in others or len(set(others)) != len(others):
         raise SystemExit(
@@ -184,6 +194,8 @@ def main() -> int:
         average_weights(pipe, others, weights)
     if noise_scale is not None:
         pipe.register_to_config(noise_scale=float(noise_scale))
+    if guidance_scale is not None:
+        pipe.register_to_config(guidance_scale=float(guidance_scale))
     # The UNet and both CLIP encoders are stored in float16 to keep the package small; they load back as float32
     # (diffusers loads the UNet in float32; the pipeline brings encoders stored in a lower precision to the UNet's).
     for module in (pipe.unet, pipe.image_encoder, pipe.blur_encoder):
