@@ -1,7 +1,7 @@
 """What the geometric self-ensemble buys: one setting at `self_ensemble` 1, 2, 4 and 8, and 8 with time reversal.
 
     python benchmarks/self_ensemble.py                                   # the main job's setting: 1 step, CFG 1
-    python benchmarks/self_ensemble.py --steps 50 --guidance-scale 2 --max-clips 1   # the default setting, 1 clip
+    python benchmarks/self_ensemble.py --steps 50 --guidance-scale 2 --max-clips 1   # 50 steps at CFG 2, 1 clip
     python benchmarks/self_ensemble.py --max-clips 1 --num-frames 8     # a quick look
 
 `self_ensemble=n` deblurs the clip n times, with its frames mirrored left-right (2), also up-down (4) and also

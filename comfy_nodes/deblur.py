@@ -193,9 +193,12 @@ class VideoDeblur:
         runtime.check_interrupt()
 
         # Any negative noise_scale or guidance_scale (the widgets' -1) asks for the model's own, config.noise_scale
-        # or config.guidance_scale; nan is passed on and refused by the pipeline with the value.
+        # or config.guidance_scale; nan is passed on and refused by the pipeline with the value. The guidance is
+        # resolved here, not left to the call: an older installed package has no model default and refuses None
+        # (its fixed default was 2).
         noise_scale = None if float(noise_scale) < 0 else float(noise_scale)
-        guidance_scale = None if float(guidance_scale) < 0 else float(guidance_scale)
+        own_guidance = getattr(pipe, "default_guidance_scale", 2.0)
+        guidance_scale = own_guidance if float(guidance_scale) < 0 else float(guidance_scale)
         if str(self_ensemble) not in SELF_ENSEMBLE_CHOICES:
             raise ValueError(f"`self_ensemble` must be one of {list(SELF_ENSEMBLE_CHOICES)}, got {self_ensemble!r}")
         ensemble = int(self_ensemble)

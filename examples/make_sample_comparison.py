@@ -29,7 +29,7 @@ def main() -> None:
     parser.add_argument("--model", default="default", help="'default' (embedded), a pipeline folder or a Hub id")
     parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda when available, else cpu)")
     parser.add_argument("--steps", type=positive_int, default=50)
-    parser.add_argument("--guidance-scale", type=positive_float, default=2.0)
+    parser.add_argument("--guidance-scale", type=positive_float, default=None, help="default: the model's own")
     parser.add_argument("--strength", type=strength_fraction, default=1.0)
     parser.add_argument("--noise-scale", type=non_negative_float, default=None, help="default: the model's own")
     parser.add_argument(
@@ -68,8 +68,9 @@ def main() -> None:
     with atomic_path(args.out) as tmp:  # the old figure stays until the new one is complete
         PIL.Image.fromarray(np.concatenate(panels, axis=1)).save(tmp)
     noise = pipe.default_noise_scale if args.noise_scale is None else args.noise_scale
+    cfg = pipe.default_guidance_scale if args.guidance_scale is None else args.guidance_scale
     print(
-        f"wrote {args.out} ({args.steps} steps, CFG {args.guidance_scale:g}, strength {args.strength:g}, "
+        f"wrote {args.out} ({args.steps} steps, CFG {cfg:g}, strength {args.strength:g}, "
         f"noise x {noise:g}, self-ensemble {args.self_ensemble})"
     )
     print("PSNR over the clip: " + ", ".join(scores[:2]))

@@ -265,12 +265,13 @@ class VideoDeblurPipeline(DiffusionPipeline):
 
     @property
     def guidance_scale(self) -> float:
-        """The running (or last) call's guidance scale; the model's own before any call."""
+        """The running (or last) call's guidance scale, which a call may set apart from the model's own
+        (`pipe.config.guidance_scale`, `default_guidance_scale`); the model's own before any call."""
         return getattr(self, "_guidance_scale", self.default_guidance_scale)
 
     @property
     def do_classifier_free_guidance(self) -> bool:
-        return self._guidance_scale > 1
+        return self.guidance_scale > 1
 
     @property
     def num_timesteps(self) -> int:

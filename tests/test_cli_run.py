@@ -85,19 +85,19 @@ def test_noise_scale_zero_gives_the_same_frames_for_every_seed(model_dir, tmp_pa
 
 def test_guidance_scale_defaults_to_the_models_own(tmp_path):
     """Without --guidance-scale the run uses the model's `guidance_scale` (model_index.json), not a fixed 2."""
-    model = tmp_path / "mild"
-    VideoDeblurPipeline(**tiny_components(), guidance_scale=1.0).save_pretrained(model)
+    model = tmp_path / "guidance3"
+    VideoDeblurPipeline(**tiny_components(), guidance_scale=3.0).save_pretrained(model)
     frames_dir = tmp_path / "frames"
     frames_dir.mkdir()
     for i, frame in enumerate((tiny_video(frames=3).permute(0, 2, 3, 1).numpy() * 255).astype(np.uint8)):
         PIL.Image.fromarray(frame).save(frames_dir / f"{i}.png")
     outputs = {}
-    for name, options in (("own", ()), ("one", ("--guidance-scale", 1)), ("three", ("--guidance-scale", 3))):
+    for name, options in (("own", ()), ("three", ("--guidance-scale", 3)), ("two", ("--guidance-scale", 2))):
         out = tmp_path / f"out_{name}"
         video_deblur("run", frames_dir, "-o", out, "--model", model, "--steps", 2, "--seed", 0, *options)
         outputs[name] = np.stack([np.asarray(PIL.Image.open(out / f"{i}.png")) for i in range(3)])
-    np.testing.assert_array_equal(outputs["own"], outputs["one"])
-    assert not np.array_equal(outputs["own"], outputs["three"])
+    np.testing.assert_array_equal(outputs["own"], outputs["three"])
+    assert not np.array_equal(outputs["own"], outputs["two"])
 
 
 def test_existing_output_is_kept_unless_overwrite(model_dir, clip_mp4, tmp_path):

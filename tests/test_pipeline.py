@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -222,6 +224,14 @@ def test_guidance_scale_defaults_to_the_models_and_survives_a_round_trip(tmp_pat
     loaded = VideoDeblurPipeline.from_pretrained(tmp_path / "pipe")
     assert loaded.config.guidance_scale == 1.5 and loaded.default_guidance_scale == 1.5
     np.testing.assert_allclose(run(loaded, video), run(mild, video), atol=1e-5)
+    # a model saved before the setting existed (no key in model_index.json) samples at 2, as every model did
+    index = tmp_path / "pipe" / "model_index.json"
+    stored = json.loads(index.read_text())
+    del stored["guidance_scale"]
+    index.write_text(json.dumps(stored))
+    older = VideoDeblurPipeline.from_pretrained(tmp_path / "pipe")
+    assert older.default_guidance_scale == 2.0
+    np.testing.assert_allclose(run(older, video), run(standard, video), atol=1e-5)
     # a call's own value wins, and the next call without one goes back to the model's
     np.testing.assert_allclose(run(loaded, video, guidance_scale=2.0), run(standard, video), atol=1e-5)
     assert loaded.guidance_scale == 2.0

@@ -71,7 +71,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         ),
     )
     parser.add_argument("--num_inference_steps", type=int, default=50, help="the sampler's steps (default 50)")
-    parser.add_argument("--guidance_scale", type=float, default=2.0, help="the sampler's CFG (default 2)")
+    parser.add_argument("--guidance_scale", type=float, default=None, help="the sampler's CFG; default: the model's")
     parser.add_argument(
         "--noise_scale", type=float, default=None, help="the sampler's start noise; default: the model's"
     )
@@ -91,7 +91,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(
             f"--num_inference_steps must be at least 2 (the later steps are kept), got {args.num_inference_steps}"
         )
-    if not args.guidance_scale > 0:
+    if args.guidance_scale is not None and not args.guidance_scale > 0:
         parser.error(f"--guidance_scale must be > 0, got {args.guidance_scale}")
     if not args.output.endswith(".safetensors"):
         parser.error(f"--output must be a .safetensors file, got {args.output!r}")
@@ -193,7 +193,7 @@ def main(args: argparse.Namespace) -> None:
         "settings": json.dumps(
             {
                 "num_inference_steps": args.num_inference_steps,
-                "guidance_scale": args.guidance_scale,
+                "guidance_scale": pipe.default_guidance_scale if args.guidance_scale is None else args.guidance_scale,
                 "noise_scale": pipe.default_noise_scale if args.noise_scale is None else args.noise_scale,
                 "mixed_precision": args.mixed_precision,
                 "resolution": args.resolution,

@@ -245,7 +245,8 @@ def deblur(
     ensemble = f", self-ensemble of {self_ensemble} runs" if self_ensemble > 1 else ""
     timing = (
         f"Deblurred {len(sharp)} frames of {sharp.shape[2]}x{sharp.shape[1]} in {elapsed:.1f} s "
-        f"({steps} steps, strength {strength:g}, starting noise {noise_scale:g}, seed {seed}{ensemble}, CPU)."
+        f"({steps} steps, CFG {pipe.guidance_scale:g}, strength {strength:g}, starting noise {noise_scale:g}, "
+        f"seed {seed}{ensemble}, CPU)."
     )
     return str(out_path), image, timing
 

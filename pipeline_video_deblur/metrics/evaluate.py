@@ -251,7 +251,12 @@ def add_eval_args(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--lpips", action="store_true", help="compute LPIPS (only if its weights are on disk)")
     parser.add_argument("--steps", type=positive_int, default=50, help="denoising steps of the model (default 50)")
-    parser.add_argument("--guidance-scale", type=positive_float, default=None, help="classifier-free guidance scale")
+    parser.add_argument(
+        "--guidance-scale",
+        type=positive_float,
+        default=None,
+        help="classifier-free guidance scale (default: the model's own)",
+    )
     parser.add_argument(
         "--strength", type=strength_fraction, default=1.0, help="1.0 starts from noise; < 1 from the noised input"
     )
@@ -325,6 +330,8 @@ def _method(args: argparse.Namespace, device: str) -> tuple[str, Callable[[np.nd
         pipe.set_progress_bar_config(disable=True)
     if getattr(args, "noise_scale", None) is None:  # the results record the value used, not "the model's"
         args.noise_scale = pipe.default_noise_scale
+    if getattr(args, "guidance_scale", None) is None:
+        args.guidance_scale = pipe.default_guidance_scale
 
     from ..segments import deblur_segments
 

@@ -362,12 +362,12 @@ def test_noise_scale_reaches_the_pipeline(nodes, loaded_quarter_noise):
 
 
 def test_guidance_scale_minus_one_is_the_models_own(nodes, tmp_path):
-    """The required guidance widget defaults to -1: the model's config.guidance_scale (2 for one that sets none)."""
+    """The required guidance widget defaults to -1: the model's config.guidance_scale."""
     deblur = nodes.NODE_CLASS_MAPPINGS["VideoDeblur"]
     kind, options = deblur.INPUT_TYPES()["required"]["guidance_scale"]
     assert kind == "FLOAT" and options["default"] == -1.0 and options["min"] == -1.0 and "-1" in options["tooltip"]
-    path = tmp_path / "tiny-no-guidance"
-    VideoDeblurPipeline(**tiny_components(), guidance_scale=1.0).save_pretrained(path)
+    path = tmp_path / "tiny-guidance-3"
+    VideoDeblurPipeline(**tiny_components(), guidance_scale=3.0).save_pretrained(path)
     loaded = nodes.NODE_CLASS_MAPPINGS["VideoDeblurLoader"]().load(str(path), "float32", "cpu")[0]
     images = blurred_images(frames=2, size=16)
 
@@ -375,8 +375,8 @@ def test_guidance_scale_minus_one_is_the_models_own(nodes, tmp_path):
         return deblur().deblur(loaded, images, 2, guidance_scale, 1.0, 16, 4, 0, 0)[0]
 
     own = run(-1.0)
-    torch.testing.assert_close(own, run(1.0), rtol=0, atol=0)
-    assert not torch.equal(own, run(2.0))
+    torch.testing.assert_close(own, run(3.0), rtol=0, atol=0)
+    assert not torch.equal(own, run(2.0)) and not torch.equal(own, run(1.0))
     with pytest.raises(ValueError, match=r"`guidance_scale` must be a finite number, got nan"):
         run(float("nan"))
 

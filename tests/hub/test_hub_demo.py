@@ -46,7 +46,8 @@ def test_deblur_returns_video_comparison_and_time(app, sample_video):
     assert clip.frames.shape == (8, 64, 64, 3)
     assert image.size[1] == 64 and image.size[0] > 128  # before | gap | after
     assert re.match(
-        r"Deblurred 8 frames of 64x64 in \d+\.\d s \(2 steps, strength 1, starting noise 1, seed 0, CPU\)\.", timing
+        r"Deblurred 8 frames of 64x64 in \d+\.\d s \(2 steps, CFG 2, strength 1, starting noise 1, seed 0, CPU\)\.",
+        timing,
     )
     # The progress bar follows the pipeline's steps.
     assert ((1, 2), "Denoising") in calls and ((2, 2), "Denoising") in calls
@@ -81,6 +82,7 @@ def test_starting_noise_slider_starts_at_the_models_own(monkeypatch, tiny_copy, 
 
     index = json.loads((tiny_copy / "model_index.json").read_text())
     index["noise_scale"] = 0.35
+    index["guidance_scale"] = 1.5  # the demo samples at the model's own guidance too
     (tiny_copy / "model_index.json").write_text(json.dumps(index))
     app = load_app(monkeypatch, VIDEO_DEBLUR_MODEL=tiny_copy, VIDEO_DEBLUR_SAMPLE=sample_video)
     demo = app.build_demo()
@@ -94,7 +96,7 @@ def test_starting_noise_slider_starts_at_the_models_own(monkeypatch, tiny_copy, 
     assert len(clicks) == 1 and slider in clicks[0].inputs
     # Left out (an old caller, or None), the call takes the model's own value too.
     timing = app.deblur(str(sample_video), 2, 1.0, 0, progress=lambda *a, **k: None)[2]
-    assert "starting noise 0.35, seed 0" in timing
+    assert "CFG 1.5, strength 1, starting noise 0.35, seed 0" in timing
 
 
 def test_starting_noise_reaches_the_pipeline(app, sample_video):

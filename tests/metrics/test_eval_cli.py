@@ -189,6 +189,7 @@ def test_eval_model_runs_a_saved_pipeline(tmp_path):
     assert video["frames"] == 3 and np.isfinite(video["psnr"]) and video["tce"] is not None
     assert results["settings"]["steps"] == 2 and results["settings"]["model"] == str(tmp_path / "pipe")
     assert results["settings"]["noise_scale"] == 1.0  # the noise scale used is recorded: here the model's own
+    assert results["settings"]["guidance_scale"] == 2.0  # and the guidance scale: the model's own too
     assert [p.name for p in (tmp_path / "fig").iterdir()] == ["synth_test_000_000001.png"]
 
 

@@ -164,11 +164,11 @@ def main() -> int:
             )
     # The measured choices the card reports stay with the model until measured again
     index = os.path.join(target, "model_index.json")
-    replaced = json.load(open(index)) if os.path.isfile(index) else {}
-    noise_scale = replaced.get("noise_scale") if args.noise_scale is None else args.noise_scale
+    replaced_index = json.load(open(index)) if os.path.isfile(index) else {}
+    noise_scale = replaced_index.get("noise_scale") if args.noise_scale is None else args.noise_scale
     if noise_scale is not None and not (math.isfinite(noise_scale) and noise_scale >= 0):
         raise SystemExit(f"--noise-scale must be a finite number >= 0, got {noise_scale!r}")
-    guidance_scale = replaced.get("guidance_scale") if args.guidance_scale is None else args.guidance_scale
+    guidance_scale = replaced_index.get("guidance_scale") if args.guidance_scale is None else args.guidance_scale
     if guidance_scale is not None and not math.isfinite(guidance_scale):
         raise SystemExit(f"--guidance-scale must be a finite number, got {guidance_scale!r}")
     others = [os.path.abspath(folder) for folder in args.average_with]
