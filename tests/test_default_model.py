@@ -92,7 +92,12 @@ def test_default_model_output_is_deterministic_and_keeps_the_clip_shape():
     np.testing.assert_array_equal(first, second)
     # Its own noise_scale is 0 (chosen by measurement, stated on its card): with DDIM's eta 0 no seed matters
     assert pipe.config.noise_scale == 0
-    assert "`noise_scale: 0`" in open(os.path.join(DEFAULT_MODEL_PATH, "README.md")).read()
+    card = open(os.path.join(DEFAULT_MODEL_PATH, "README.md")).read()
+    assert "`noise_scale: 0`" in card
+    # and its own guidance_scale, also chosen by measurement and stated on its card, is what a call without one uses
+    assert f"`guidance_scale: {pipe.config.guidance_scale:g}`" in card
+    with open(os.path.join(DEFAULT_MODEL_PATH, "model_index.json")) as index:
+        assert json.load(index)["guidance_scale"] == pipe.config.guidance_scale  # stored, not the fallback
     other = pipe(video, num_inference_steps=2, output_type="np", generator=torch.Generator().manual_seed(1)).frames
     np.testing.assert_array_equal(first, other)
     drawn = pipe(video, num_inference_steps=2, output_type="np", noise_scale=1.0).frames
