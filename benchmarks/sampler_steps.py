@@ -32,6 +32,7 @@ from quality import (  # noqa: E402
     BENCHMARK_DATA,
     add_clip_arguments,
     add_model_arguments,
+    call_default,
     input_row,
     load_benchmark_pipeline,
     number_list,
@@ -130,9 +131,9 @@ def main() -> int:
 
     clips, figure_path = sweep_clips(args)
     pipe = load_benchmark_pipeline(args)
-    noise = pipe.default_noise_scale if args.noise_scale is None else args.noise_scale
+    noise = call_default(pipe, "noise_scale", args.noise_scale)
     if args.guidance_scales is None:
-        args.guidance_scales = [pipe.default_guidance_scale]
+        args.guidance_scales = [call_default(pipe, "guidance_scale")]
     blurred = input_row(clips)
     blurred.update(detail_row({name: blur for name, blur, _ in clips}, clips))
     sharp_detail = detail_row({name: sharp for name, _, sharp in clips}, clips)["detail"]

@@ -91,6 +91,10 @@ def _frames_transform(frames: torch.Tensor, transform: tuple[bool, bool, bool], 
 
 DEFAULT_MODEL_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "default_model")
 
+# The guidance scale of a model saved without its own (`model_index.json` `guidance_scale`): the scale every model
+# sampled at before the key existed
+DEFAULT_GUIDANCE_SCALE = 2.0
+
 EXAMPLE_DOC_STRING = """
     Examples:
         ```py
@@ -149,7 +153,7 @@ class VideoDeblurPipeline(DiffusionPipeline):
         scheduler,
         residual: bool = False,
         noise_scale: float = 1.0,
-        guidance_scale: float = 2.0,
+        guidance_scale: float = DEFAULT_GUIDANCE_SCALE,
     ):
         super().__init__()
         self.register_modules(
@@ -261,7 +265,7 @@ class VideoDeblurPipeline(DiffusionPipeline):
     def default_guidance_scale(self) -> float:
         """The model's own `guidance_scale` (`model_index.json`), used by a call that gives none: 2.0 for a model
         saved without one."""
-        return float(self.config.get("guidance_scale", 2.0))
+        return float(self.config.get("guidance_scale", DEFAULT_GUIDANCE_SCALE))
 
     @property
     def guidance_scale(self) -> float:
