@@ -146,6 +146,9 @@ def sampler_inputs(pipe: VideoDeblurPipeline, blur: torch.Tensor, args: argparse
 
 def main(args: argparse.Namespace) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    warning = common.cpu_bf16_warning("cpu", args.mixed_precision, common.cpu_has_bf16_units())
+    if warning:
+        logger.warning(warning)
     check = argparse.Namespace(
         train_data_dir=args.train_data_dir,
         dataset=args.dataset,

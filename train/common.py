@@ -1041,6 +1041,25 @@ def attention_for(choice: str, device_type: str, mixed_precision: str | None) ->
     return "explicit" if device_type == "cpu" and mixed_precision == "bf16" else "sdpa"
 
 
+def cpu_has_bf16_units() -> bool:
+    """Whether this CPU runs bf16 matmuls natively (AVX512-BF16 or AMX tiles, as torch detects them)."""
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
+
+
+def cpu_bf16_warning(device_type: str, mixed_precision: str | None, bf16_units: bool) -> str | None:
+    """The warning for bf16 autocast on a CPU that has no bf16 units (`cpu_has_bf16_units`), or None. torch then
+    converts every bf16 matmul to float32 and back: on a 2-core AMD EPYC with AVX2 only (2026-12-07) the recipe's
+    sampler-path cache took about 970 s a crop under bf16 against 60 s in float32."""
+    if device_type != "cpu" or mixed_precision != "bf16" or bf16_units:
+        return None
+    return (
+        f"mixed precision bf16 on a CPU without bf16 units (torch reports {torch.backends.cpu.get_cpu_capability()}, "
+        "no AVX512-BF16 or AMX): bf16 is emulated there and runs many times slower than float32; expected "
+        "--mixed_precision no (the recipe: leave STAGE2_PRECISION empty) on this CPU"
+    )
+
+
 def attention_processor(name: str):
     """The diffusers attention processor for a resolved `--attention` value: 'explicit' is `AttnProcessor` (scores,
     softmax and product as separate matmuls), 'sdpa' is `AttnProcessor2_0` (torch's scaled_dot_product_attention,
@@ -1057,6 +1076,9 @@ def set_attention(args: argparse.Namespace, accelerator, unet) -> str:
     """Give `unet` the attention processor `--attention` asks for (before `accelerator.prepare`); returns the one
     used. The processor is a runtime choice: saved weights and configs are the same either way."""
     chosen = attention_for(args.attention, accelerator.device.type, accelerator.mixed_precision)
+    warning = cpu_bf16_warning(accelerator.device.type, accelerator.mixed_precision, cpu_has_bf16_units())
+    if warning:
+        logger.warning(warning)
     if chosen == "explicit":
         unet.set_attn_processor(attention_processor(chosen))
     logger.info(

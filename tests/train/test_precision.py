@@ -50,3 +50,27 @@ def test_attention_processor_maps_each_resolved_choice_to_its_diffusers_class():
     assert type(common.attention_processor("sdpa")) is AttnProcessor2_0
     with pytest.raises(ValueError, match=r"attention must be one of explicit, sdpa, got 'auto'"):
         common.attention_processor("auto")  # resolve 'auto' with attention_for first
+
+
+@pytest.mark.parametrize(
+    "device, precision, bf16_units, warned",
+    [
+        ("cpu", "bf16", False, True),  # emulated bf16: the one case that warns
+        ("cpu", "bf16", True, False),  # AVX512-BF16 / AMX
+        ("cpu", "no", False, False),
+        ("cpu", None, False, False),
+        ("cuda", "bf16", False, False),  # the CPU's units do not matter on a GPU
+    ],
+)
+def test_cpu_bf16_warning_only_where_bf16_is_emulated(device, precision, bf16_units, warned):
+    warning = common.cpu_bf16_warning(device, precision, bf16_units)
+    if warned:
+        assert "without bf16 units" in warning and torch.backends.cpu.get_cpu_capability() in warning
+        assert "--mixed_precision no" in warning
+    else:
+        assert warning is None
+
+
+def test_cpu_has_bf16_units_follows_torch():
+    expected = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    assert common.cpu_has_bf16_units() is expected
