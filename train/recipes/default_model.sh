@@ -126,7 +126,8 @@ STAGE2_STEPS=${STAGE2_STEPS:-2000}  # the shipped model: stopped at 1800 (STAGE2
 # and EMA stay float32), and on a CPU with its attention as plain matmuls (train --attention auto): a UNet step 1.3 to
 # 1.6 x as fast on the development machine's 2 cores (benchmarks/train_step.py; version 0.27's run made 25.7 steps a
 # minute against 0.26's 22.2 in float32); empty (default): accelerate's config, which is float32 on a plain CPU, as
-# versions <= 0.26 were trained.
+# versions <= 0.26 were trained. Only on a CPU with bf16 units (AVX512-BF16 or AMX): elsewhere torch emulates bf16
+# (an AVX2-only CPU took 970 s a crop for the path cache against 60 s in float32) and training warns.
 # STAGE2_MINUTES=M: stage 2 fits its steps and cosine to M minutes of its loop (--max_train_minutes), for a session
 # or job with a fixed end; STAGE2_STEPS stays the cap.
 CHECKPOINT_EVERY=${CHECKPOINT_EVERY:-100}
