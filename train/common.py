@@ -1008,6 +1008,9 @@ def make_accelerator(args: argparse.Namespace, project_name: str):
     )
     for noisy in ("diffusers", "transformers", "accelerate"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    warning = cpu_bf16_warning(accelerator.device.type, accelerator.mixed_precision, cpu_has_bf16_units())
+    if warning:
+        logger.warning(warning)
     set_seed(args.seed)
     if args.allow_tf32 and torch.cuda.is_available():
         torch.backends.cuda.matmul.allow_tf32 = True
@@ -1076,9 +1079,6 @@ def set_attention(args: argparse.Namespace, accelerator, unet) -> str:
     """Give `unet` the attention processor `--attention` asks for (before `accelerator.prepare`); returns the one
     used. The processor is a runtime choice: saved weights and configs are the same either way."""
     chosen = attention_for(args.attention, accelerator.device.type, accelerator.mixed_precision)
-    warning = cpu_bf16_warning(accelerator.device.type, accelerator.mixed_precision, cpu_has_bf16_units())
-    if warning:
-        logger.warning(warning)
     if chosen == "explicit":
         unet.set_attn_processor(attention_processor(chosen))
     logger.info(

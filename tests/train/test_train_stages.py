@@ -258,6 +258,9 @@ def test_stage2_bf16_on_cpu_uses_explicit_attention_and_saves_float32(tmp_path, 
     )  # fmt: skip
     log = result.stdout + result.stderr
     assert "attention: explicit (--attention auto, cpu, mixed precision bf16)" in log
+    # The accelerator warns where this CPU would emulate bf16, and only there
+    bf16_units = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    assert ("mixed precision bf16 on a CPU without bf16 units" in log) is not bf16_units
     # The weight-free pixel-shuffle VAE stays float32 (the frames and latents are not rounded); CLIP runs in bf16.
     assert "frozen models: vae torch.float32, image_encoder torch.bfloat16" in log
     unet = weights(out / "unet")
