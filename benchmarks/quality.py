@@ -26,7 +26,7 @@ import torch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from results_io import atomic_path, write_json  # noqa: E402
+from results_io import atomic_path, figure_path, write_json  # noqa: E402
 
 from pipeline_video_deblur.cli import (  # noqa: E402
     load_pipeline,
@@ -53,6 +53,28 @@ def load_test_clips(cache: str) -> list[tuple[str, np.ndarray, np.ndarray]]:
         blur, sharp = dataset.load_frames(index)[:2]
         clips.append((name, blur, sharp))
     return clips
+
+
+def describe_clips(cache: str | os.PathLike) -> str:
+    """Which clips a result scored, for its "data" field: the `video-deblur synth` command that made the test
+    sequences under ``cache`` when their meta.json files all agree on one (``BENCHMARK_DATA`` for the benchmark's
+    own), else the folder (another seed's sequences mixed in, or footage with no meta.json)."""
+    root = os.path.join(cache, "test")
+    settings = set()
+    names = sorted(os.listdir(root)) if os.path.isdir(root) else []
+    for name in names:
+        meta_path = os.path.join(root, name, "meta.json")
+        if not os.path.isfile(meta_path):
+            return f"the clips under {root}"
+        with open(meta_path) as f:
+            meta = json.load(f)
+        size = "x".join(map(str, meta.get("size", ())))
+        settings.add((meta.get("generator"), meta.get("seed"), meta.get("frames"), size, meta.get("photos_dir")))
+    if len(settings) != 1 or next(iter(settings))[0] != "pipeline_video_deblur.data.synthetic":
+        return f"the clips under {root}"
+    _, seed, frames, size, photos_dir = settings.pop()
+    command = f"video-deblur synth --split test --sequences {len(names)} --frames {frames} --size {size} --seed {seed}"
+    return command + (f" --photos {photos_dir}" if photos_dir else "")
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -84,7 +106,7 @@ def sweep_clips(args: argparse.Namespace) -> tuple[list[tuple[str, np.ndarray, n
         (name, blur[: args.num_frames], sharp[: args.num_frames])
         for name, blur, sharp in load_test_clips(args.cache)[: args.max_clips]
     ]
-    return clips, args.figure or os.path.splitext(args.out)[0] + ".png"
+    return clips, figure_path(args.out, args.figure)
 
 
 def number_list(parse, expected: str):
@@ -200,7 +222,7 @@ def sweep_record(args: argparse.Namespace, pipe, clips, setting: dict) -> dict:
     """The fields a sweep's results file starts with: the data, --model, the ``setting`` every row shares, the clips'
     count and length, the host and the device; the sweep adds its rows."""
     return {
-        "data": BENCHMARK_DATA,
+        "data": describe_clips(args.cache),
         "model": args.model,
         "setting": setting,
         "clips": len(clips),
@@ -237,7 +259,7 @@ def main() -> None:
     parser.add_argument("--fast-self-ensemble", type=int, default=1, choices=SELF_ENSEMBLE_SIZES)
     parser.add_argument("--cache", default=os.path.join(HERE, "..", "runs", "benchmark_synth_test_seed0"))
     parser.add_argument("--out", default=os.path.join(HERE, "results", "quality.json"))
-    parser.add_argument("--figure", default=os.path.join(HERE, "results", "quality.png"))
+    parser.add_argument("--figure", default=None, help="the plot (default: --out with .png)")
     parser.add_argument(
         "--max-clips", type=positive_int, default=None, help="score only the first N clips (quick looks)"
     )
@@ -256,6 +278,7 @@ def main() -> None:
         "use: one draw per clip is a noisy view of a sampler (default 1: seed 0 only)",
     )
     args = parser.parse_args()
+    args.figure = figure_path(args.out, args.figure)
 
     from pipeline_video_deblur.metrics import unsharp
 
@@ -362,7 +385,7 @@ def main() -> None:
     }
     print(json.dumps(targets, indent=2))
     result = {
-        "data": BENCHMARK_DATA,
+        "data": describe_clips(args.cache),
         "model": args.model,
         "machine": machine(),
         "device": str(pipe.device),

@@ -83,14 +83,16 @@ def main() -> int:
     parser.add_argument("--lr", type=float, default=3e-4)
     parser.add_argument("--cache", default=os.path.join(HERE, "..", "runs", "benchmark_synth_test_seed0"))
     parser.add_argument("--out", default=os.path.join(HERE, "results", "regressor_probe.json"))
-    parser.add_argument("--figure", default=os.path.join(HERE, "results", "regressor_probe.png"))
+    parser.add_argument("--figure", default=None, help="the plot (default: --out with .png)")
     args = parser.parse_args()
     if args.steps < 1 or args.eval_every < 1:
         parser.error(f"--steps and --eval-every must be at least 1, got {args.steps} and {args.eval_every}")
 
     sys.path.insert(0, HERE)
     from quality import load_test_clips
-    from results_io import pyplot, save_figure, write_json
+    from results_io import figure_path, pyplot, save_figure, write_json
+
+    args.figure = figure_path(args.out, args.figure)
 
     torch.set_num_threads(1)
     torch.manual_seed(0)

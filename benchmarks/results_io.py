@@ -4,10 +4,11 @@ and every plot is drawn the same way (off-screen, labelled, 100 dpi PNG)."""
 from __future__ import annotations
 
 import json
+import os
 
 from pipeline_video_deblur.atomic import atomic_path
 
-__all__ = ["atomic_path", "metric_axis", "pyplot", "save_figure", "write_json"]
+__all__ = ["atomic_path", "figure_path", "metric_axis", "pyplot", "save_figure", "write_json"]
 
 # y-axis labels of the quality metrics the benchmarks plot
 METRIC_LABELS = {
@@ -22,6 +23,12 @@ def write_json(path: str, data, **dump_kwargs) -> None:
     """``data`` as indented JSON at ``path``, atomically."""
     with atomic_path(path) as tmp, open(tmp, "w") as f:
         json.dump(data, f, indent=2, **dump_kwargs)
+
+
+def figure_path(out: str, figure: str | None) -> str:
+    """Where a benchmark's plot goes: ``figure`` when given, else beside ``out`` with ``.png``, so that a run
+    with its own ``--out`` never overwrites the committed figure of another run."""
+    return figure or os.path.splitext(out)[0] + ".png"
 
 
 def pyplot():

@@ -27,14 +27,14 @@ import torch
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 from quality import (  # noqa: E402
-    BENCHMARK_DATA,
     add_model_arguments,
     call_default,
+    describe_clips,
     load_benchmark_pipeline,
     load_test_clips,
     to_uint8,
 )
-from results_io import pyplot, save_figure, write_json  # noqa: E402
+from results_io import figure_path, pyplot, save_figure, write_json  # noqa: E402
 
 from pipeline_video_deblur.cli import non_negative_float, positive_float, positive_int  # noqa: E402
 
@@ -71,8 +71,9 @@ def main() -> int:
     parser.add_argument("--num-frames", type=positive_int, default=8, help="the first N frames of each clip")
     parser.add_argument("--cache", default=os.path.join(HERE, "..", "runs", "benchmark_synth_test_seed0"))
     parser.add_argument("--out", default=os.path.join(HERE, "results", "sample_spread.json"))
-    parser.add_argument("--figure", default=os.path.join(HERE, "results", "sample_spread.png"))
+    parser.add_argument("--figure", default=None, help="the plot (default: --out with .png)")
     args = parser.parse_args()
+    args.figure = figure_path(args.out, args.figure)
 
     from tqdm.auto import tqdm
 
@@ -144,7 +145,7 @@ def main() -> int:
             f"{r['mean_of_k_mse_ratio']:.2f} (1 + 1/k = {1 + 1 / r['k']:.2f})"
         )
     result = {
-        "data": BENCHMARK_DATA,
+        "data": describe_clips(args.cache),
         "model": args.model,
         "clips": [n for n, _, _ in clips],
         "frames_per_clip": args.num_frames,

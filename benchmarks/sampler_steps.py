@@ -29,10 +29,10 @@ from scipy.ndimage import gaussian_filter
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 from quality import (  # noqa: E402
-    BENCHMARK_DATA,
     add_clip_arguments,
     add_model_arguments,
     call_default,
+    describe_clips,
     input_row,
     load_benchmark_pipeline,
     number_list,
@@ -198,7 +198,7 @@ def main() -> int:
         )
 
     data = {
-        "data": BENCHMARK_DATA,
+        "data": describe_clips(args.cache),
         "model": args.model,
         "steps": args.steps,
         "noise_scale": noise,

@@ -27,10 +27,10 @@ import torch
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 from quality import (  # noqa: E402
-    BENCHMARK_DATA,
     add_clip_arguments,
     add_model_arguments,
     call_default,
+    describe_clips,
     input_row,
     load_benchmark_pipeline,
     machine,
@@ -98,7 +98,7 @@ def main() -> int:
 
     one = rows[1]
     result = {
-        "data": BENCHMARK_DATA,
+        "data": describe_clips(args.cache),
         "model": args.model,
         "setting": {"steps": args.steps, "guidance_scale": args.guidance_scale, "noise_scale": noise, "eta": eta},
         "clips": len(clips),

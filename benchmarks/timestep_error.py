@@ -31,8 +31,8 @@ import torch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from quality import BENCHMARK_DATA, add_model_arguments, load_benchmark_pipeline, load_test_clips  # noqa: E402
-from results_io import pyplot, save_figure, write_json  # noqa: E402
+from quality import add_model_arguments, describe_clips, load_benchmark_pipeline, load_test_clips  # noqa: E402
+from results_io import figure_path, pyplot, save_figure, write_json  # noqa: E402
 
 from pipeline_video_deblur.cli import positive_int  # noqa: E402
 
@@ -64,8 +64,9 @@ def main() -> int:
     parser.add_argument("--max-clips", type=positive_int, default=None, help="the first N clips only (quick looks)")
     parser.add_argument("--cache", default=os.path.join(HERE, "..", "runs", "benchmark_synth_test_seed0"))
     parser.add_argument("--out", default=os.path.join(HERE, "results", "timestep_error.json"))
-    parser.add_argument("--figure", default=os.path.join(HERE, "results", "timestep_error.png"))
+    parser.add_argument("--figure", default=None, help="the plot (default: --out with .png)")
     args = parser.parse_args()
+    args.figure = figure_path(args.out, args.figure)
 
     from pipeline_video_deblur.losses import add_noise
 
@@ -125,7 +126,7 @@ def main() -> int:
 
     result = {
         "model": args.model,
-        "data": BENCHMARK_DATA,
+        "data": describe_clips(args.cache),
         "frames_per_clip": args.num_frames,
         "residual": bool(pipe.config.residual),
         "device": str(device),

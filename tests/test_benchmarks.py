@@ -42,10 +42,11 @@ def benchmark(script, *args, check=True):
 
 
 def test_quality_scores_every_method(cache, tmp_path):
+    # No --figure here or below: each plot must land beside its --out, never over the committed one in results/.
     out, figure = tmp_path / "quality.json", tmp_path / "quality.png"
     result = benchmark(
         "quality.py",
-        *("--cache", cache, "--out", out, "--figure", figure, "--device", "cpu"),
+        *("--cache", cache, "--out", out, "--device", "cpu"),
         *("--max-clips", 1, "--steps", 2, "--fast-steps", 1, "--default-seeds", 2),
         *("--noise-scale", 1, "--fast-noise-scale", 0.5),  # the default setting's draws differ at noise 1
         *("--fast-self-ensemble", 2),
@@ -70,6 +71,8 @@ def test_quality_scores_every_method(cache, tmp_path):
         row = methods[name]
         assert 10 < row["psnr"] < 60 and row["seconds_per_frame"] > 0 and row["clips"] == 1, row
     assert data["device"] == "cpu"
+    # The clips the benchmark made in its cache, told by their meta.json
+    assert data["data"] == "video-deblur synth --split test --sequences 4 --frames 16 --size 128x128 --seed 0"
     # Two draws of the default setting (seeds 0 and 1) differ; the targets use their mean.
     draws = [methods[default_row], methods[default_row + " [seed 1]"]]
     assert draws[0]["psnr"] != draws[1]["psnr"]
@@ -88,9 +91,7 @@ def test_quality_scores_every_method(cache, tmp_path):
 
 def test_timestep_error_and_sample_spread(cache, tmp_path):
     out, figure = tmp_path / "timestep.json", tmp_path / "timestep.png"
-    benchmark(
-        "timestep_error.py", "--cache", cache, "--out", out, "--figure", figure, "--max-clips", 1, "--num-frames", 4
-    )
+    benchmark("timestep_error.py", "--cache", cache, "--out", out, "--max-clips", 1, "--num-frames", 4)
     rows = json.loads(out.read_text())["rows"]
     assert [r["t"] for r in rows] == sorted((r["t"] for r in rows), reverse=True) and rows[0]["t"] == 999
     # At t = 19 the noisy latents nearly are the target: any denoiser, the model included, is far better than
@@ -108,7 +109,7 @@ def test_timestep_error_and_sample_spread(cache, tmp_path):
     out, figure = tmp_path / "spread.json", tmp_path / "spread.png"
     benchmark(
         "sample_spread.py",
-        *("--cache", cache, "--out", out, "--figure", figure, "--device", "cpu"),
+        *("--cache", cache, "--out", out, "--device", "cpu"),
         *("--clips", 1, "--num-frames", 4, "--seeds", 2, "--steps", 2),
     )
     spread = json.loads(out.read_text())
@@ -264,7 +265,7 @@ def test_regressor_probe(cache, tmp_path):
     result = benchmark(
         "regressor_probe.py",
         *("--train-data", train, "--steps", 3, "--eval-every", 2, "--lr", 0.002),
-        *("--cache", cache, "--out", out, "--figure", figure),
+        *("--cache", cache, "--out", out),
     )
     data = json.loads(out.read_text())
     rows = data["rows"]
@@ -384,3 +385,26 @@ def test_detail_row_splits_the_error():
     flat = np.full_like(sharp, 120)
     lost = detail_row({"clip": flat}, clips)  # a flat clip has no detail and misses all of the sharp one's
     assert lost["detail"] == pytest.approx(0, abs=1e-9) and lost["detail_error"] == pytest.approx(same["detail"])
+
+
+def test_describe_clips_names_the_synth_command_or_the_folder(tmp_path):
+    # A result's "data" field says which clips it scored: the benchmark's own, another seed's (--cache), or a folder.
+    from pipeline_video_deblur.data.synthetic import make_synthetic_dataset
+
+    sys.path.insert(0, BENCHMARKS)
+    try:
+        from quality import BENCHMARK_DATA, describe_clips
+    finally:
+        sys.path.remove(BENCHMARKS)
+    make_synthetic_dataset(tmp_path / "seed3", split="test", sequences=2, frames=2, size=(16, 24), seed=3)
+    assert describe_clips(tmp_path / "seed3") == (
+        "video-deblur synth --split test --sequences 2 --frames 2 --size 16x24 --seed 3"
+    )
+    assert BENCHMARK_DATA == "video-deblur synth --split test --sequences 4 --frames 16 --size 128x128 --seed 0"
+    # Two seeds' sequences in one folder, or a sequence without meta.json (real footage): the folder is named.
+    make_synthetic_dataset(tmp_path / "mixed", split="test", sequences=1, frames=2, size=(16, 16), seed=1)
+    (tmp_path / "mixed" / "test" / "synth_test_000").rename(tmp_path / "mixed" / "test" / "a")
+    make_synthetic_dataset(tmp_path / "mixed", split="test", sequences=1, frames=2, size=(16, 16), seed=2)
+    assert describe_clips(tmp_path / "mixed") == f"the clips under {tmp_path / 'mixed' / 'test'}"
+    os.remove(tmp_path / "seed3" / "test" / "synth_test_001" / "meta.json")
+    assert describe_clips(tmp_path / "seed3") == f"the clips under {tmp_path / 'seed3' / 'test'}"
