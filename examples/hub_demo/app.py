@@ -59,9 +59,9 @@ def _count_setting(name: str, default: int) -> int:
 
 MODEL = os.environ.get("VIDEO_DEBLUR_MODEL", "default")
 SAMPLE = os.environ.get("VIDEO_DEBLUR_SAMPLE") or _default_sample()
-# Three steps: on the embedded default model's benchmark (version 0.36) they score 28.78 dB at the model's own guidance
-# scale (`pipe.config.guidance_scale`, 1.25), which the demo uses as it does its noise scale, against 28.63 dB for one
-# step and 28.68 dB for the default 50 (its card, "Why `guidance_scale` 1.25").
+# Three steps: on the embedded default model's benchmark (version 0.37) they score 28.77 dB at the model's own guidance
+# scale (`pipe.config.guidance_scale`, 1.25), which the demo uses as it does its noise scale, against 28.62 dB for one
+# step and 28.71 dB for the default 50 (its card, "Why `guidance_scale` 1.25" and version 0.37).
 DEFAULT_STEPS = _count_setting("VIDEO_DEBLUR_STEPS", 3)
 # The cost of a request grows with frames x pixels x steps (every temporal window x spatial tile is one UNet call per
 # step, two with guidance). These limits keep a request short on a 2-vCPU Space; raise them on bigger hardware.
