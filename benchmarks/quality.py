@@ -57,11 +57,15 @@ def load_test_clips(cache: str) -> list[tuple[str, np.ndarray, np.ndarray]]:
 
 def describe_clips(cache: str | os.PathLike) -> str:
     """Which clips a result scored, for its "data" field: the `video-deblur synth` command that made the test
-    sequences under ``cache`` when their meta.json files all agree on one (``BENCHMARK_DATA`` for the benchmark's
-    own), else the folder (another seed's sequences mixed in, or footage with no meta.json)."""
-    root = os.path.join(cache, "test")
+    sequences under ``cache`` (those `load_test_clips` reads, as GoProDataset finds them) when their meta.json
+    files all agree on one (``BENCHMARK_DATA`` for the benchmark's own), else the folder (another seed's sequences
+    mixed in, or footage with no meta.json)."""
+    from pipeline_video_deblur.data.datasets import GoProDataset
+
+    dataset = GoProDataset(cache, split="test", whole_sequences=True)
+    root = os.path.join(dataset.root, dataset.split)
+    names = dataset.sequence_names
     settings = set()
-    names = sorted(os.listdir(root)) if os.path.isdir(root) else []
     for name in names:
         meta_path = os.path.join(root, name, "meta.json")
         if not os.path.isfile(meta_path):

@@ -4,6 +4,7 @@ They are scripts that print figures (run at full size for the model card); these
 each makes the benchmark's synthetic test clips in a temporary cache, scores them and writes JSON and a figure.
 """
 
+import importlib
 import json
 import math
 import os
@@ -367,12 +368,17 @@ def test_bad_arguments_are_named(tmp_path):
         assert not out.exists()
 
 
-def test_detail_row_splits_the_error():
+def import_benchmark(name):
+    """A benchmark script imported as a module (they import each other from their own folder)."""
     sys.path.insert(0, BENCHMARKS)
     try:
-        from sampler_steps import detail_row
+        return importlib.import_module(name)
     finally:
         sys.path.remove(BENCHMARKS)
+
+
+def test_detail_row_splits_the_error():
+    detail_row = import_benchmark("sampler_steps").detail_row
     rng = np.random.default_rng(0)
     sharp = rng.integers(40, 200, size=(2, 16, 16, 3)).astype(np.uint8)
     clips = [("clip", sharp, sharp)]
@@ -391,12 +397,10 @@ def test_describe_clips_names_the_synth_command_or_the_folder(tmp_path):
     # A result's "data" field says which clips it scored: the benchmark's own, another seed's (--cache), or a folder.
     from pipeline_video_deblur.data.synthetic import make_synthetic_dataset
 
-    sys.path.insert(0, BENCHMARKS)
-    try:
-        from quality import BENCHMARK_DATA, describe_clips
-    finally:
-        sys.path.remove(BENCHMARKS)
+    quality = import_benchmark("quality")
+    BENCHMARK_DATA, describe_clips = quality.BENCHMARK_DATA, quality.describe_clips
     make_synthetic_dataset(tmp_path / "seed3", split="test", sequences=2, frames=2, size=(16, 24), seed=3)
+    (tmp_path / "seed3" / "test" / ".synth_test_002.tmp1").mkdir()  # a killed writer's leftover: not a sequence
     assert describe_clips(tmp_path / "seed3") == (
         "video-deblur synth --split test --sequences 2 --frames 2 --size 16x24 --seed 3"
     )
